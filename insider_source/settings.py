@@ -1,0 +1,46 @@
+"""Constants and defaults of the Insider source: names, endpoints, limits."""
+
+from __future__ import annotations
+
+import re
+
+PIPELINE_NAME = "insider_daily"
+DATASET_NAME = "insider"
+SOURCE_NAME = "insider"
+CONFIG_SECTIONS = ("sources", "insider")
+
+DEFAULT_BASE_URL = "https://unification.useinsider.com"
+EXPORT_PATH = "/api/raw/v2/export"
+
+FORMATS = ("parquet", "csv")
+USER_SOURCES = ("segment", "events")
+FILTER_OPERATORS = ("eq", "ne", "lt", "gt", "lteq", "gteq")
+EXPORT_STATUSES = ("processing", "completed", "failed", "rejected")
+
+DEFAULT_LOOKBACK_DAYS = 2
+DEFAULT_POLL_INTERVAL_SECONDS = 30.0
+# The poll interval doubles after each "processing" answer up to this many seconds.
+MAX_POLL_INTERVAL_SECONDS = 300.0
+DEFAULT_MAX_WAIT_SECONDS = 3 * 3600.0
+
+# v2 accepts public names only: lower snake case, optionally in the `custom.` namespace.
+SELECTOR_RE = re.compile(r"^(custom\.)?[a-z][a-z0-9_]*$")
+PARTNER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# Epoch values above this are milliseconds (v2 rejects them).
+EPOCH_MS_THRESHOLD = 1e12
+
+# HTTP behaviour.
+CONNECT_TIMEOUT_SECONDS = 10.0
+READ_TIMEOUT_SECONDS = 60.0
+API_MAX_ATTEMPTS = 6
+DOWNLOAD_MAX_ATTEMPTS = 6
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 60.0
+DOWNLOAD_CHUNK_BYTES = 1 << 20
+
+# Reading files: rows per Arrow batch and per written Parquet row group.
+CSV_BLOCK_BYTES = 8 << 20
+PARQUET_BATCH_ROWS = 256_000
+
+# Columns whose type never depends on the data.
+STRING_COLUMNS = frozenset({"insider_id", "event_name", "source", "tags"})

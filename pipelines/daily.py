@@ -1,0 +1,161 @@
+"""The daily job: load yesterday's (and any missed days') Insider export into the warehouse.
+
+    python pipelines/daily.py            # configured by .dlt/config.toml, .dlt/secrets.toml, env
+    python pipelines/daily.py --demo     # against the bundled API simulator, into a local DuckDB
+
+Exit codes for schedulers: 0 loaded or up to date, 75 try later (quota used today, export still
+processing), 2 bad configuration, 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # runnable from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+import dlt  # noqa: E402
+from dlt.common.configuration.exceptions import ConfigurationException  # noqa: E402
+from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
+
+from insider_source import settings as s  # noqa: E402
+from insider_source.config import load_settings  # noqa: E402
+from insider_source.exceptions import (  # noqa: E402
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    ConfigError,
+    InsiderError,
+)
+from insider_source.job import RunResult, run_export  # noqa: E402
+from insider_source.progress import Progress  # noqa: E402
+
+DEMO_DIR = ROOT / "demo_data"
+DEMO_EVENTS = [
+    {"event_name": "purchase",
+     "params": ["product_id", "product_name", "unit_price", "currency", "quantity",
+                "custom.gift_wrap"]},
+    {"event_name": "item_added_to_cart", "params": ["product_id", "unit_price", "currency"]},
+    {"event_name": "email_open", "params": ["campaign_id", "custom.campaign_variant"]},
+    {"event_name": "session_start", "params": ["device_type"]},
+]
+
+
+def make_pipeline(name: str = s.PIPELINE_NAME, duckdb_path: str | None = None,
+                  pipelines_dir: str | None = None) -> dlt.Pipeline:
+    destination = dlt.config.get("insider_daily.destination", str) or "duckdb"
+    dest: object = destination
+    if duckdb_path is not None:
+        dest = dlt.destinations.duckdb(duckdb_path)
+    return dlt.pipeline(pipeline_name=name, destination=dest, dataset_name=s.DATASET_NAME,
+                        pipelines_dir=pipelines_dir, progress=None)
+
+
+def print_summary(result: RunResult, pipeline: dlt.Pipeline, duckdb_path: str | None) -> None:
+    out = sys.stdout
+    if result.status == "up_to_date":
+        print("Up to date: nothing to export yet (the next window opens at 00:00 UTC).", file=out)
+    else:
+        print(f"Loaded export {result.export_id} for window {result.window}"
+              + (" (resumed)" if result.resumed else ""), file=out)
+        for table, n in result.rows_loaded.items():
+            print(f"  {table:<20} {n:>10} rows from this export", file=out)
+    if result.table_counts:
+        print(f"Tables in dataset '{pipeline.dataset_name}' "
+              f"({pipeline.destination.destination_name}):", file=out)
+        for table, n in result.table_counts.items():
+            print(f"  {table:<20} {n:>10} rows", file=out)
+    if duckdb_path:
+        print(f"DuckDB file: {duckdb_path}", file=out)
+        print(f"Explore: dlt pipeline {pipeline.pipeline_name} show   or   "
+              f"duckdb {duckdb_path} \"SELECT event_name, count(*) FROM "
+              f"{pipeline.dataset_name}.events GROUP BY 1\"", file=out)
+
+
+def run_demo(fmt: str) -> int:
+    from insider_source.simulator import Simulator
+
+    DEMO_DIR.mkdir(exist_ok=True)
+    db = DEMO_DIR / "insider_demo.duckdb"
+    pipelines_dir = DEMO_DIR / "pipelines"
+    for stale in (db, pipelines_dir):  # every demo starts from an empty warehouse
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(
+            missing_ok=True)
+    token = secrets.token_hex(16)
+    today = dt.datetime.now(dt.UTC).date()
+    with Simulator(partner_name="demo", request_token=token, users=2000,
+                   processing_polls=2) as sim:
+        cfg = load_settings(
+            partner_name="demo", request_token=token, base_url=sim.base_url,
+            hook=f"{sim.base_url}/hook", format=fmt, user_source="segment", segment_id=1,
+            attributes=["*"], events=DEMO_EVENTS, get_tags=True,
+            initial_start_date=(today - dt.timedelta(days=7)).isoformat(),
+            poll_interval_seconds=0.5, max_wait_seconds=120,
+        )
+        pipeline = make_pipeline("insider_demo", str(db), str(pipelines_dir))
+        print(f"Demo: simulator at {sim.base_url}, loading into {db}", file=sys.stderr)
+        result = run_export(pipeline, cfg)
+    print_summary(result, pipeline, str(db))
+    print(f"(pipelines dir for `dlt pipeline ... show`: DLT_DATA_DIR={DEMO_DIR} or "
+          f"--pipelines-dir {pipelines_dir})")
+    return EXIT_OK
+
+
+def run_configured() -> int:
+    cfg = load_settings()
+    pipeline = make_pipeline()
+    result = run_export(pipeline, cfg)
+    creds = getattr(pipeline.destination_client().config, "credentials", None)
+    db = getattr(creds, "database", None) if pipeline.destination.destination_name == "duckdb" \
+        else None
+    print_summary(result, pipeline, db)
+    return EXIT_OK
+
+
+def error_exit(e: BaseException) -> int:
+    """Print one clear line for a known error and map it to the scheduler's exit code."""
+    if isinstance(e, PipelineStepFailed) and e.exception is not None:
+        return error_exit(e.exception)
+    if isinstance(e, InsiderError):
+        kind = "configuration error" if isinstance(e, ConfigError) else "error"
+        if e.exit_code == 75:
+            kind = "try later"
+        print(f"{kind}: {e}", file=sys.stderr)
+        return e.exit_code
+    if isinstance(e, ConfigurationException):
+        print(f"configuration error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--demo", action="store_true",
+                        help="run against the bundled Insider API simulator into a local DuckDB")
+    parser.add_argument("--format", choices=s.FORMATS, default="parquet",
+                        help="with --demo: the export file format (default parquet)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.debug:
+        os.environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")
+    try:
+        return run_demo(args.format) if args.demo else run_configured()
+    except Exception as e:  # noqa: BLE001 - every failure becomes one line and an exit code
+        if args.debug:
+            logging.exception("run failed")
+        return error_exit(e)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
