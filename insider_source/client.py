@@ -123,9 +123,9 @@ class InsiderClient:
             except (ConnectTimeout, ConnectionError) as e:
                 if not _never_sent(e):
                     raise TransientError(
-                        f"POST {path}: the connection broke after the request was sent ({_brief(e)})"
-                        "; Insider may have accepted it. The next run tries again (a 429 then "
-                        "means it was accepted today)."
+                        f"POST {path}: the connection broke after the request was sent "
+                        f"({_brief(e)}); Insider may have accepted it. The next run tries again "
+                        "(a 429 then means it was accepted today)."
                     ) from None
                 self._retry_wait("POST", path, attempt, _brief(e), None)
                 continue

@@ -1,9 +1,9 @@
 """Settings of the Insider source, read from dlt config/secrets and validated before any call.
 
-All keys live in section ``[sources.insider]`` (env vars ``SOURCES__INSIDER__<KEY>``). ``load_settings``
-resolves them with dlt's config providers; ``InsiderSettings.validate`` mirrors every 400 rule of
-Raw Export v2 so a bad value is reported with its field, the value and the fix before anything is
-submitted; ``build_request_body`` turns valid settings and an export window into the v2 body.
+All keys live in section ``[sources.insider]`` (env vars ``SOURCES__INSIDER__<KEY>``).
+``load_settings`` resolves them with dlt's config providers; ``InsiderSettings.from_raw`` mirrors
+every 400 rule of Raw Export v2 so a bad value is reported with its field, the value and the fix
+before anything is submitted; ``build_request_body`` turns settings and a window into the v2 body.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Secret:
 
 @configspec
 class InsiderConfiguration(BaseConfiguration):
-    """The raw keys of ``[sources.insider]`` as dlt resolves them (types coerced, nothing checked)."""
+    """The raw keys of ``[sources.insider]`` as dlt resolves them (nothing checked yet)."""
 
     partner_name: str | None = None
     request_token: TSecretStrValue | None = None
@@ -203,7 +203,7 @@ class _Validator:
     def hook(self, value: Any) -> str:
         if value is None or value == "":
             self.err("hook", value, "Insider requires a webhook URL on every export; give one you "
-                     "control with scheme and host, e.g. hook = \"https://example.com/insider-hook\" "
+                     "control with scheme and host, e.g. hook = \"https://example.com/hook\" "
                      "(this loader polls, so the hook may ignore deliveries).")
             return ""
         v = str(value).strip()
@@ -301,7 +301,7 @@ class _Validator:
         elif value != value.lower() and SELECTOR_OK(value.lower()):
             fix = f"public names are lowercase: use {value.lower()!r}."
         elif value == "*":
-            fix = "'*' (all attributes) cannot be combined with named attributes: use [\"*\"] alone."
+            fix = "'*' (all attributes) cannot be combined with names: use [\"*\"] alone."
         else:
             fix = (f"use the {kind}'s public name from Insider's Metadata Name Reference (lower "
                    "snake case, custom ones as 'custom.<name>'), not an internal short code.")
@@ -383,7 +383,8 @@ class _Validator:
             self.err(where, f, 'a filter is {key = "currency", operator = "eq", values = ["USD"]}.')
             return
         if "key" not in f:
-            self.err(f"{where}.key", None, "name the parameter to filter on, e.g. key = \"currency\".")
+            self.err(f"{where}.key", None,
+                     "name the parameter to filter on, e.g. key = \"currency\".")
         else:
             self.selector(f"{where}.key", f["key"], "event parameter")
         if f.get("operator") not in s.FILTER_OPERATORS:

@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ import dlt
 from dlt.common.pipeline import LoadInfo
 
 from insider_source import settings as s
+from insider_source.checkpoints import checkpoint
 from insider_source.client import InsiderClient
 from insider_source.config import InsiderSettings, build_request_body
 from insider_source.exceptions import IntegrityError
@@ -54,18 +57,47 @@ class RunResult:
 
 
 class PipelineRecorder:
-    """Makes lifecycle steps durable with small pipeline runs (state + ``exports`` row)."""
+    """Makes lifecycle steps durable: a local journal file at once, then a small pipeline run
+    (state ``inflight`` + an ``exports`` row) that survives a new machine."""
 
     def __init__(self, pipeline: dlt.Pipeline) -> None:
         self.pipeline = pipeline
+        self.journal = Path(pipeline.working_dir) / "insider_inflight.json"
 
     def submitted(self, record: ExportRecord) -> None:
+        # Milliseconds after the POST answered: the id survives kill -9 before the run below.
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.journal.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(record.to_dict(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.journal)
+        checkpoint("after_submit")
         self.pipeline.run(insider_export(record.to_dict(), state_patch={
             "inflight": record.to_dict()}))
+        checkpoint("after_record")
 
     def finished(self, record: ExportRecord) -> None:
         # A failed or rejected export is over: clear it so the next run plans the window again.
         self.pipeline.run(insider_export(record.to_dict(), state_patch={"inflight": None}))
+        self.clear()
+
+    def pending(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        """The export in flight: from state, or from a journal a killed run left behind."""
+        if state.get("inflight"):
+            return dict(state["inflight"])
+        if not self.journal.exists():
+            return None
+        record: dict[str, Any] = json.loads(self.journal.read_text())
+        last_end = state.get("last_window_end")
+        if last_end and parse_utc(last_end) >= parse_utc(record["window_end"]):
+            self.clear()  # that export was loaded after all
+            return None
+        return record
+
+    def clear(self) -> None:
+        self.journal.unlink(missing_ok=True)
 
 
 def source_state(pipeline: dlt.Pipeline) -> dict[str, Any]:
@@ -110,8 +142,9 @@ def _run(
     state = source_state(pipeline)
     _remove_stale_dirs(pipeline, state)
 
-    lifecycle = ExportLifecycle(client, PipelineRecorder(pipeline), progress=progress, clock=clock)
-    inflight = state.get("inflight")
+    recorder = PipelineRecorder(pipeline)
+    lifecycle = ExportLifecycle(client, recorder, progress=progress, clock=clock)
+    inflight = recorder.pending(state)
     if inflight:
         record = ExportRecord.from_dict(inflight)
         resumed = True
@@ -133,14 +166,17 @@ def _run(
     workdir = export_dir(pipeline, record.export_id)
     downloaded = lifecycle.download(record, manifest, workdir / "raw")
     progress.say("converting files to typed Parquet")
+    checkpoint("after_download")
     converted = Converter(record.export_id, record.window.end, workdir / "parquet").convert(
         downloaded, manifest.get("format", record.format))
+    checkpoint("after_convert")
 
     _fill_record(record, manifest, converted, clock)
     patch = {"inflight": None, "last_window_end": record.window_end}
     progress.say(f"loading {sum(c.rows for c in converted)} rows into "
                  f"{pipeline.destination.destination_name} dataset {pipeline.dataset_name}")
     info = pipeline.run(insider_export(record.to_dict(), converted, state_patch=patch))
+    recorder.clear()
     rows = _verify_loaded(pipeline, record, converted)
     shutil.rmtree(workdir, ignore_errors=True)
     return RunResult("loaded", record.window, record.export_id, resumed, rows,

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from insider_source import settings as s
+from insider_source.checkpoints import checkpoint
 from insider_source.client import DownloadUrlExpired, InsiderClient, redact_url
 from insider_source.exceptions import ExportOutcomeError, StillProcessing
 from insider_source.files import SourceFile
@@ -134,6 +135,7 @@ class ExportLifecycle:
                 raise StillProcessing(record.export_id, waited)
             self.progress.say(f"export {record.export_id}: {status}, waited {waited:.0f}s, "
                               f"next check in {interval:.0f}s")
+            checkpoint("while_polling")
             self.sleep(interval)
             interval = min(interval * 2, cap)
 
@@ -167,6 +169,8 @@ class ExportLifecycle:
         def on_bytes(n: int) -> None:
             nonlocal done
             done += n
+            if done > 0 and index == total:
+                checkpoint("mid_download")
             self.progress.bytes(entry["name"], done, total, index)
 
         url = entry["url"]

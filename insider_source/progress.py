@@ -18,7 +18,9 @@ def human_bytes(n: float) -> str:
 
 class Progress:
     def __init__(self, enabled: bool | None = None) -> None:
-        self.enabled = os.environ.get("INSIDER_PROGRESS", "1") != "0" if enabled is None else enabled
+        if enabled is None:
+            enabled = os.environ.get("INSIDER_PROGRESS", "1") != "0"
+        self.enabled = enabled
         self.started = time.monotonic()
         self._last_bytes_print = 0.0
 
@@ -30,7 +32,9 @@ class Progress:
         if self.enabled:
             print(f"[insider {self.elapsed()}] {msg}", file=sys.stderr, flush=True)
 
-    def bytes(self, name: str, done: int, total_files: int, index: int, force: bool = False) -> None:
+    def bytes(
+        self, name: str, done: int, total_files: int, index: int, force: bool = False
+    ) -> None:
         now = time.monotonic()
         if force or now - self._last_bytes_print >= 2.0:
             self._last_bytes_print = now

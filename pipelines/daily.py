@@ -36,7 +36,6 @@ from insider_source.exceptions import (  # noqa: E402
     InsiderError,
 )
 from insider_source.job import RunResult, run_export  # noqa: E402
-from insider_source.progress import Progress  # noqa: E402
 
 DEMO_DIR = ROOT / "demo_data"
 DEMO_EVENTS = [
@@ -75,17 +74,19 @@ def print_summary(result: RunResult, pipeline: dlt.Pipeline, duckdb_path: str | 
             print(f"  {table:<20} {n:>10} rows", file=out)
     if duckdb_path:
         print(f"DuckDB file: {duckdb_path}", file=out)
-        print(f"Explore: dlt pipeline {pipeline.pipeline_name} show   or   "
-              f"duckdb {duckdb_path} \"SELECT event_name, count(*) FROM "
-              f"{pipeline.dataset_name}.events GROUP BY 1\"", file=out)
+        print(f"Explore: dlt pipeline {pipeline.pipeline_name} show", file=out)
+        print(f"     or: python -c \"import duckdb; duckdb.connect('{duckdb_path}').sql("
+              f"'SELECT event_name, count(*) FROM {pipeline.dataset_name}.events GROUP BY 1')"
+              f".show()\"", file=out)
 
 
-def run_demo(fmt: str) -> int:
+def run_demo(fmt: str, demo_dir: Path) -> int:
     from insider_source.simulator import Simulator
 
-    DEMO_DIR.mkdir(exist_ok=True)
-    db = DEMO_DIR / "insider_demo.duckdb"
-    pipelines_dir = DEMO_DIR / "pipelines"
+    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")  # the demo stays offline
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    db = demo_dir / "insider_demo.duckdb"
+    pipelines_dir = demo_dir / "pipelines"
     for stale in (db, pipelines_dir):  # every demo starts from an empty warehouse
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(
             missing_ok=True)
@@ -104,8 +105,7 @@ def run_demo(fmt: str) -> int:
         print(f"Demo: simulator at {sim.base_url}, loading into {db}", file=sys.stderr)
         result = run_export(pipeline, cfg)
     print_summary(result, pipeline, str(db))
-    print(f"(pipelines dir for `dlt pipeline ... show`: DLT_DATA_DIR={DEMO_DIR} or "
-          f"--pipelines-dir {pipelines_dir})")
+    print(f"(the demo's dlt pipelines dir: {pipelines_dir})")
     return EXIT_OK
 
 
@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run against the bundled Insider API simulator into a local DuckDB")
     parser.add_argument("--format", choices=s.FORMATS, default="parquet",
                         help="with --demo: the export file format (default parquet)")
+    parser.add_argument("--demo-dir", type=Path, default=DEMO_DIR,
+                        help="with --demo: where the DuckDB file and pipeline state go")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         os.environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")
     try:
-        return run_demo(args.format) if args.demo else run_configured()
+        return run_demo(args.format, args.demo_dir) if args.demo else run_configured()
     except Exception as e:  # noqa: BLE001 - every failure becomes one line and an exit code
         if args.debug:
             logging.exception("run failed")
