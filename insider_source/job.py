@@ -34,6 +34,7 @@ from insider_source.config import InsiderSettings, build_request_body
 from insider_source.exceptions import IntegrityError
 from insider_source.files import ConvertedFile, Converter
 from insider_source.lifecycle import ExportLifecycle, ExportRecord, utcnow
+from insider_source.lock import run_lock
 from insider_source.progress import Progress
 from insider_source.source import insider_export
 from insider_source.window import Window, next_window, parse_utc
@@ -83,18 +84,26 @@ class PipelineRecorder:
         self.pipeline.run(insider_export(record.to_dict(), state_patch={"inflight": None}))
         self.clear()
 
-    def pending(self, state: dict[str, Any]) -> dict[str, Any] | None:
-        """The export in flight: from state, or from a journal a killed run left behind."""
-        if state.get("inflight"):
-            return dict(state["inflight"])
+    def read_journal(self) -> dict[str, Any] | None:
         if not self.journal.exists():
             return None
         record: dict[str, Any] = json.loads(self.journal.read_text())
+        return record
+
+    def pending(
+        self, state: dict[str, Any], journal: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The export in flight: from state, or from the journal of a run killed before it
+        could record the export id in the destination."""
+        if state.get("inflight"):
+            return dict(state["inflight"])
+        if journal is None:
+            return None
         last_end = state.get("last_window_end")
-        if last_end and parse_utc(last_end) >= parse_utc(record["window_end"]):
+        if last_end and parse_utc(last_end) >= parse_utc(journal["window_end"]):
             self.clear()  # that export was loaded after all
             return None
-        return record
+        return journal
 
     def clear(self) -> None:
         self.journal.unlink(missing_ok=True)
@@ -121,7 +130,8 @@ def run_export(
     progress = progress or Progress()
     client = client or InsiderClient(cfg.base_url, cfg.partner_name, cfg.request_token)
     try:
-        return _run(pipeline, cfg, client, progress, clock)
+        with run_lock(Path(pipeline.working_dir) / "insider_run.lock"):
+            return _run(pipeline, cfg, client, progress, clock)
     finally:
         client.close()
 
@@ -137,17 +147,20 @@ def _run(
         progress.say("loading what an interrupted run left behind")
         pipeline.normalize()
         pipeline.load()
+    recorder = PipelineRecorder(pipeline)
+    journal = recorder.read_journal()  # before a state restore may wipe the working dir
     if not source_state(pipeline):
         pipeline.sync_destination()  # a new machine: state lives in the destination
     state = source_state(pipeline)
     _remove_stale_dirs(pipeline, state)
 
-    recorder = PipelineRecorder(pipeline)
     lifecycle = ExportLifecycle(client, recorder, progress=progress, clock=clock)
-    inflight = recorder.pending(state)
+    inflight = recorder.pending(state, journal)
     if inflight:
         record = ExportRecord.from_dict(inflight)
         resumed = True
+        if not state.get("inflight"):  # known only from the local journal: record it now
+            recorder.submitted(record)
         progress.say(f"resuming export {record.export_id} for window {record.window} "
                      f"(submitted {record.submitted_at}); nothing new is submitted")
     else:

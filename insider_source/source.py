@@ -23,12 +23,20 @@ from collections.abc import Iterator
 from typing import Any
 
 import dlt
+import pyarrow as pa
 from dlt.sources import DltResource
 
 from insider_source import settings as s
 from insider_source.files import ConvertedFile
 
 MERGE_DELETE_INSERT = {"disposition": "merge", "strategy": "delete-insert"}
+EXPORTS_COLUMNS: dict[str, Any] = {
+    **{c: {"data_type": "text", "nullable": True} for c in ("format", "status", "error")},
+    **{c: {"data_type": "timestamp", "nullable": True}
+       for c in ("window_start", "window_end", "submitted_at", "completed_at", "loaded_at")},
+    **{c: {"data_type": "bigint", "nullable": True}
+       for c in ("attribute_files", "event_files", "rows_expected", "rows_loaded")},
+}
 
 
 @dlt.source(name=s.SOURCE_NAME, max_table_nesting=1)
@@ -58,11 +66,7 @@ def insider_export(
 
 def _exports(record: dict[str, Any], state_patch: dict[str, Any]) -> DltResource:
     @dlt.resource(name="exports", write_disposition="merge", primary_key="export_id",
-                  columns={"error": {"data_type": "text", "nullable": True},
-                           "loaded_at": {"data_type": "timestamp", "nullable": True},
-                           "completed_at": {"data_type": "timestamp", "nullable": True},
-                           "rows_loaded": {"data_type": "bigint", "nullable": True},
-                           "rows_expected": {"data_type": "bigint", "nullable": True}})
+                  columns=EXPORTS_COLUMNS)
     def exports() -> Iterator[dict[str, Any]]:
         # State written while extracting is committed with this load package, atomically.
         dlt.current.source_state().update(state_patch)
@@ -78,10 +82,15 @@ def _file_resource(
     primary_key: str | None = None,
     merge_key: str | None = None,
 ) -> DltResource:
+    keys = {primary_key, merge_key}
+
     def items() -> Iterator[Any]:
         for f in files:
+            # Keys are NOT NULL in dlt's schema; say so in the hints so they agree.
+            schema = pa.schema([fl.with_nullable(False) if fl.name in keys else fl
+                                for fl in f.schema])
             yield dlt.mark.with_file_import(
-                str(f.path), "parquet", items_count=f.rows, hints=f.schema.empty_table()
+                str(f.path), "parquet", items_count=f.rows, hints=schema.empty_table()
             )
 
     return dlt.resource(items, name=name, write_disposition=MERGE_DELETE_INSERT,
