@@ -66,7 +66,8 @@ def raw_settings(sim: Any, **changes: Any) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if v is not None}
 
 
-def run_inprocess(sim: Any, db: Path, now: dt.datetime, **changes: Any) -> Any:
+def run_inprocess(sim: Any, db: Path, now: dt.datetime, *, pipeline_name: str = "insider_daily",
+                  **changes: Any) -> Any:
     import dlt
 
     from insider_source.config import InsiderSettings
@@ -75,7 +76,7 @@ def run_inprocess(sim: Any, db: Path, now: dt.datetime, **changes: Any) -> Any:
 
     sim.set_now(now)
     cfg = InsiderSettings.from_raw(raw_settings(sim, **changes))
-    pipeline = dlt.pipeline("insider_daily", destination=dlt.destinations.duckdb(str(db)),
+    pipeline = dlt.pipeline(pipeline_name, destination=dlt.destinations.duckdb(str(db)),
                             dataset_name="insider")
     return run_export(pipeline, cfg, progress=Progress(enabled=False), clock=lambda: now)
 

@@ -83,7 +83,7 @@ def test_csv_and_parquet_of_one_export_give_identical_tables(sim: Any, tmp_path:
     run_inprocess(sim, db_pq, DAY1, format="parquet")
     sim.set_now(DAY1 + dt.timedelta(days=1))  # quota: one export per UTC day
     run_inprocess(sim, db_csv, DAY1 + dt.timedelta(days=1), format="csv",
-                  initial_start_date="2026-03-01")
+                  initial_start_date="2026-03-01", pipeline_name="insider_csv")
     # the second run's window is one day longer; compare the shared days
     for table, key in (("events", "event_date < DATE '2026-03-05'"), ("attributes", "true")):
         types = ("SELECT column_name, data_type FROM information_schema.columns "
