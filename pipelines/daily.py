@@ -59,6 +59,7 @@ def make_pipeline(name: str = s.PIPELINE_NAME, duckdb_path: str | None = None,
 
 
 def print_summary(result: RunResult, pipeline: dlt.Pipeline, duckdb_path: str | None) -> None:
+    pipelines_dir = Path(pipeline.pipelines_dir)
     out = sys.stdout
     if result.status == "up_to_date":
         print("Up to date: nothing to export yet (the next window opens at 00:00 UTC).", file=out)
@@ -74,8 +75,9 @@ def print_summary(result: RunResult, pipeline: dlt.Pipeline, duckdb_path: str | 
             print(f"  {table:<20} {n:>10} rows", file=out)
     if duckdb_path:
         print(f"DuckDB file: {duckdb_path}", file=out)
-        print(f"Explore: dlt pipeline {pipeline.pipeline_name} show", file=out)
-        print(f"     or: python -c \"import duckdb; duckdb.connect('{duckdb_path}').sql("
+        print(f"State:   dlt pipeline --pipelines-dir {pipelines_dir} {pipeline.pipeline_name}"
+              " info -v", file=out)
+        print(f"Query:   python -c \"import duckdb; duckdb.connect('{duckdb_path}').sql("
               f"'SELECT event_name, count(*) FROM {pipeline.dataset_name}.events GROUP BY 1')"
               f".show()\"", file=out)
 
@@ -105,7 +107,6 @@ def run_demo(fmt: str, demo_dir: Path) -> int:
         print(f"Demo: simulator at {sim.base_url}, loading into {db}", file=sys.stderr)
         result = run_export(pipeline, cfg)
     print_summary(result, pipeline, str(db))
-    print(f"(the demo's dlt pipelines dir: {pipelines_dir})")
     return EXIT_OK
 
 
