@@ -66,6 +66,7 @@ class InsiderConfiguration(BaseConfiguration):
     lookback_days: Any | None = None
     poll_interval_seconds: Any | None = None
     max_wait_seconds: Any | None = None
+    backfill_window_days: Any | None = None
 
 
 @dataclass
@@ -87,6 +88,7 @@ class InsiderSettings:
     lookback_days: int = s.DEFAULT_LOOKBACK_DAYS
     poll_interval_seconds: float = s.DEFAULT_POLL_INTERVAL_SECONDS
     max_wait_seconds: float = s.DEFAULT_MAX_WAIT_SECONDS
+    backfill_window_days: int = s.DEFAULT_BACKFILL_WINDOW_DAYS
 
     def __repr__(self) -> str:  # the dataclass repr would be fine (Secret hides), keep it short
         return f"InsiderSettings(partner_name={self.partner_name!r}, format={self.format!r}, ...)"
@@ -147,6 +149,9 @@ class _Validator:
                            s.DEFAULT_POLL_INTERVAL_SECONDS, positive=True)
         max_wait = self.number("max_wait_seconds", raw.get("max_wait_seconds"),
                                s.DEFAULT_MAX_WAIT_SECONDS)
+        backfill_days = self.number("backfill_window_days", raw.get("backfill_window_days"),
+                                    s.DEFAULT_BACKFILL_WINDOW_DAYS, integer=True, positive=True,
+                                    maximum=366)
 
         if user_source == "segment" and segment_id is None and "segment_id" not in self.fields():
             self.err("segment_id", raw.get("segment_id"),
@@ -175,7 +180,7 @@ class _Validator:
             format=fmt, user_source=user_source, segment_id=segment_id,
             postfilter_id=postfilter_id, attributes=attributes, events=events, get_tags=get_tags,
             initial_start_date=start, lookback_days=int(lookback), poll_interval_seconds=poll,
-            max_wait_seconds=max_wait,
+            max_wait_seconds=max_wait, backfill_window_days=int(backfill_days),
         )
 
     def fields(self) -> set[str]:

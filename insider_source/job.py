@@ -9,7 +9,18 @@
 - Downloads and converted files live under the pipeline's working dir, per export id; a re-run
   keeps complete downloads. They are deleted once the export is loaded.
 - The data run commits ``last_window_end`` and clears ``inflight`` in the same load package as the
-  rows, so the window advances only if the rows are in.
+  rows, so the window advances only if the rows are in. Extract, normalize and load run as
+  separate steps; a package left by a kill between them is loaded first by the next run.
+
+Planning. State (``sources.insider``) holds ``last_window_end``, ``inflight``, and a ``queue`` of
+planned windows that go before the daily window, one export per UTC day: the halves of a rejected
+export, and the pieces of a ``--backfill``. Each planned window is also an ``exports`` row
+(``planned-YYYYMMDD-YYYYMMDD``, status ``planned`` then ``submitted``), so the plan is visible in
+the warehouse. A window leaves the queue in the load package that loads it.
+
+Terminal outcomes: ``failed`` is recorded and the window submitted again; ``rejected`` is split in
+halves (down to one day); an export the server no longer knows (``gone``) is recorded and its
+window planned again. Each is committed by a small load before anything else is submitted.
 """
 
 from __future__ import annotations
@@ -29,15 +40,23 @@ from dlt.common.pipeline import LoadInfo
 
 from insider_source import settings as s
 from insider_source.checkpoints import checkpoint
-from insider_source.client import InsiderClient
+from insider_source.client import ExportNotFound, InsiderClient
 from insider_source.config import InsiderSettings, build_request_body
-from insider_source.exceptions import IntegrityError
+from insider_source.exceptions import ConfigError, ExportOutcomeError, IntegrityError, QuotaExceeded
+from insider_source.expect import check_columns
 from insider_source.files import ConvertedFile, Converter
 from insider_source.lifecycle import ExportLifecycle, ExportRecord, utcnow
 from insider_source.lock import run_lock
 from insider_source.progress import Progress
 from insider_source.source import insider_export
-from insider_source.window import Window, next_window, parse_utc
+from insider_source.window import (
+    Window,
+    latest_midnight,
+    next_window,
+    parse_utc,
+    plan_windows,
+    split_window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +74,31 @@ class RunResult:
     rows_loaded: dict[str, int] = field(default_factory=dict)
     table_counts: dict[str, int] = field(default_factory=dict)
     load_info: LoadInfo | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def plan_id(window: Window) -> str:
+    """The ``exports`` key of a planned window (a backfill piece or half of a rejected export)."""
+    return f"planned-{window.start:%Y%m%d}-{window.end:%Y%m%d}"
+
+
+def planned_row(window: Window, fmt: str, status: str, note: str) -> dict[str, Any]:
+    return ExportRecord(export_id=plan_id(window), window_start=window.start.isoformat(),
+                        window_end=window.end.isoformat(), format=fmt, status=status,
+                        note=note).to_dict()
+
+
+def queue_entry(window: Window, note: str) -> dict[str, str]:
+    return {"start": window.start.isoformat(), "end": window.end.isoformat(), "note": note}
+
+
+def queue_windows(state: dict[str, Any]) -> list[tuple[Window, str]]:
+    return [(Window.from_iso(q["start"], q["end"]), q.get("note") or "")
+            for q in state.get("queue") or []]
+
+
+def without(queue: list[tuple[Window, str]], window: Window) -> list[dict[str, str]]:
+    return [queue_entry(w, n) for w, n in queue if w != window]
 
 
 class PipelineRecorder:
@@ -75,14 +119,17 @@ class PipelineRecorder:
             os.fsync(f.fileno())
         os.replace(tmp, self.journal)
         checkpoint("after_submit")
-        self.pipeline.run(insider_export(record.to_dict(), state_patch={
-            "inflight": record.to_dict()}))
+        rows = [record.to_dict()]
+        for window, note in queue_windows(source_state(self.pipeline)):
+            if window == record.window:  # a planned window is now under way
+                rows.append(planned_row(window, record.format, "submitted",
+                                        f"{note}; submitted as export {record.export_id}"))
+        self.commit(rows, {"inflight": record.to_dict()})
         checkpoint("after_record")
 
-    def finished(self, record: ExportRecord) -> None:
-        # A failed or rejected export is over: clear it so the next run plans the window again.
-        self.pipeline.run(insider_export(record.to_dict(), state_patch={"inflight": None}))
-        self.clear()
+    def commit(self, rows: list[dict[str, Any]], patch: dict[str, Any]) -> None:
+        """Upsert ``exports`` rows and set source state keys, in one small load."""
+        self.pipeline.run(insider_export(rows, state_patch=patch))
 
     def read_journal(self) -> dict[str, Any] | None:
         if not self.journal.exists():
@@ -99,9 +146,11 @@ class PipelineRecorder:
             return dict(state["inflight"])
         if journal is None:
             return None
+        recorded = {e.get("export_id") for e in state.get("ended") or []}
         last_end = state.get("last_window_end")
-        if last_end and parse_utc(last_end) >= parse_utc(journal["window_end"]):
-            self.clear()  # that export was loaded after all
+        if journal["export_id"] in recorded or (
+                last_end and parse_utc(last_end) >= parse_utc(journal["window_end"])):
+            self.clear()  # that export was loaded (or ended) after all
             return None
         return journal
 
@@ -118,6 +167,12 @@ def export_dir(pipeline: dlt.Pipeline, export_id: str) -> Path:
     return Path(pipeline.working_dir) / "insider_exports" / export_id
 
 
+def snapshot_time(record: ExportRecord) -> dt.datetime:
+    """When an export's attribute snapshot holds: attributes have no date window, they are the
+    users' values when the export was requested."""
+    return parse_utc(record.submitted_at) if record.submitted_at else record.window.end
+
+
 def run_export(
     pipeline: dlt.Pipeline,
     cfg: InsiderSettings,
@@ -125,75 +180,254 @@ def run_export(
     client: InsiderClient | None = None,
     progress: Progress | None = None,
     clock: Callable[[], dt.datetime] = utcnow,
+    backfill: tuple[dt.date, dt.date] | None = None,
 ) -> RunResult:
-    """Run the daily export once. Raises InsiderError subclasses (with exit codes) on failure."""
+    """Run the daily export once. Raises InsiderError subclasses (with exit codes) on failure.
+
+    Args:
+        backfill: ``(start, end)`` dates: plan ``[start, end)`` as windows of
+            ``backfill_window_days`` (once; asking again for the same range is a no-op), then
+            carry on like any run. Planned windows go before the daily window, one a day.
+    """
     progress = progress or Progress()
     client = client or InsiderClient(cfg.base_url, cfg.partner_name, cfg.request_token)
     try:
         with run_lock(Path(pipeline.working_dir) / "insider_run.lock"):
-            return _run(pipeline, cfg, client, progress, clock)
+            return _Run(pipeline, cfg, client, progress, clock).run(backfill)
     finally:
         client.close()
 
 
-def _run(
-    pipeline: dlt.Pipeline,
-    cfg: InsiderSettings,
-    client: InsiderClient,
-    progress: Progress,
-    clock: Callable[[], dt.datetime],
-) -> RunResult:
-    if pipeline.has_pending_data:
-        progress.say("loading what an interrupted run left behind")
-        pipeline.normalize()
-        pipeline.load()
-    recorder = PipelineRecorder(pipeline)
-    journal = recorder.read_journal()  # before a state restore may wipe the working dir
-    if not source_state(pipeline):
-        pipeline.sync_destination()  # a new machine: state lives in the destination
-    state = source_state(pipeline)
-    _remove_stale_dirs(pipeline, state)
+class _Run:
+    """One run: resume or plan+submit, wait, download, convert, load; handle terminal outcomes.
 
-    lifecycle = ExportLifecycle(client, recorder, progress=progress, clock=clock)
-    inflight = recorder.pending(state, journal)
-    if inflight:
-        record = ExportRecord.from_dict(inflight)
-        resumed = True
-        if not state.get("inflight"):  # known only from the local journal: record it now
-            recorder.submitted(record)
-        progress.say(f"resuming export {record.export_id} for window {record.window} "
-                     f"(submitted {record.submitted_at}); nothing new is submitted")
-    else:
+    A ``failed`` export is recorded and its window submitted again (at most
+    ``MAX_FAILED_PER_RUN`` failures a run); a ``rejected`` one is split in halves that are queued
+    (the first is submitted at once); one the server no longer knows (``gone``) is recorded and its
+    window planned again. A 429 on such a resubmission ends the run with 75: the next run carries
+    on from the plan, which lives in state.
+    """
+
+    def __init__(self, pipeline: dlt.Pipeline, cfg: InsiderSettings, client: InsiderClient,
+                 progress: Progress, clock: Callable[[], dt.datetime]) -> None:
+        self.pipeline = pipeline
+        self.cfg = cfg
+        self.progress = progress
+        self.clock = clock
+        self.recorder = PipelineRecorder(pipeline)
+        self.lifecycle = ExportLifecycle(client, self.recorder, progress=progress, clock=clock)
+        self.notes: list[str] = []
+        self.failed = 0
+        self.gone = 0
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return source_state(self.pipeline)
+
+    def run(self, backfill: tuple[dt.date, dt.date] | None) -> RunResult:
+        pipeline = self.pipeline
+        if pipeline.has_pending_data:
+            self.progress.say("loading what an interrupted run left behind")
+            pipeline.normalize()
+            pipeline.load()
+        journal = self.recorder.read_journal()  # before a state restore may wipe the working dir
+        if not self.state:
+            pipeline.sync_destination()  # a new machine: state lives in the destination
+        _remove_stale_dirs(pipeline, self.state)
+        if backfill:
+            self.plan_backfill(*backfill)
+        for _ in range(s.MAX_SUBMISSIONS_PER_RUN):
+            inflight = self.recorder.pending(self.state, journal)
+            journal = None
+            if inflight:
+                record = ExportRecord.from_dict(inflight)
+                resumed = True
+                if not self.state.get("inflight"):  # known only from the local journal
+                    self.recorder.submitted(record)
+                self.progress.say(f"resuming export {record.export_id} for window "
+                                  f"{record.window} (submitted {record.submitted_at}); nothing "
+                                  "new is submitted")
+            else:
+                planned = self.next_window()
+                if planned is None:
+                    last = self.state.get("last_window_end")
+                    self.progress.say(f"up to date: data is loaded through {last}; nothing "
+                                      "submitted")
+                    return RunResult("up_to_date", table_counts=table_counts(pipeline),
+                                     notes=self.notes)
+                record = self.submit(*planned)
+                resumed = False
+            try:
+                return self.collect(record, resumed)
+            except ExportOutcomeError as e:
+                self.ended(record, e)
+            except ExportNotFound as e:
+                self.vanished(record, e)
+        raise ExportOutcomeError("-", "failed", f"{s.MAX_SUBMISSIONS_PER_RUN} exports ended "
+                                 "without data in one run; see the exports table")
+
+    # -- planning --------------------------------------------------------------------------------
+
+    def next_window(self) -> tuple[Window, str] | None:
+        queue = queue_windows(self.state)
+        if queue:
+            return queue[0]
+        last_end = self.state.get("last_window_end")
+        window = next_window(parse_utc(last_end) if last_end else None,
+                             self.cfg.initial_start_date, self.cfg.lookback_days, self.clock())
+        return (window, "") if window else None
+
+    def submit(self, window: Window, note: str) -> ExportRecord:
+        body = build_request_body(self.cfg, window)
+        self.progress.say(f"submitting export for window {window} ({self.cfg.format})"
+                          + (f": {note}" if note else ""))
+        try:
+            record = self.lifecycle.submit(body, window, self.cfg.format)
+        except QuotaExceeded as e:
+            if self.notes:  # an earlier export of this run ended; say so with the 429
+                raise QuotaExceeded(" ".join(self.notes) + " " + str(e)) from None
+            raise
+        return record
+
+    def plan_backfill(self, start: dt.date, end: dt.date) -> None:
+        today = latest_midnight(self.clock()).date()
+        if not start < end:
+            raise ConfigError("--backfill", f"{start} {end}",
+                              "END must be after START (END is exclusive), e.g. --backfill "
+                              "2026-01-01 2026-02-01.")
+        if end > today:
+            raise ConfigError("--backfill", f"{start} {end}",
+                              f"END must be at most {today} (the last complete UTC day ends "
+                              "there); the daily run covers later days.")
+        key = f"{start}..{end}"
+        state = self.state
+        queue = queue_windows(state)
+        if key in (state.get("backfills") or []):
+            left = [w for w, n in queue if n.startswith(f"backfill {key}")]
+            self.progress.say(f"backfill {key} was planned before; {len(left)} windows of it "
+                              "left")
+            return
+        pieces = plan_windows(start, end, self.cfg.backfill_window_days)
+        queued = {w for w, _ in queue}
+        new = [(w, f"backfill {key} {i}/{len(pieces)}") for i, w in enumerate(pieces, 1)
+               if w not in queued]
+        rows = [planned_row(w, self.cfg.format, "planned", n) for w, n in new]
+        patch = {"queue": [queue_entry(w, n) for w, n in queue + new],
+                 "backfills": [*(state.get("backfills") or []), key]}
+        self.recorder.commit(rows, patch)
+        self.progress.say(f"backfill {key}: planned {len(new)} windows of at most "
+                          f"{self.cfg.backfill_window_days} days, one export per UTC day "
+                          "(see the exports table, status 'planned')")
+
+    # -- terminal outcomes ---------------------------------------------------------------------
+
+    def ended(self, record: ExportRecord, error: ExportOutcomeError) -> None:
+        """Record a failed or rejected export and plan what replaces it (or give up)."""
+        queue = queue_windows(self.state)
+        rows = [record.to_dict()]
+        patch: dict[str, Any] = {"inflight": None, "ended": self.ended_ids(record)}
+        shutil.rmtree(export_dir(self.pipeline, record.export_id), ignore_errors=True)
+        if record.status == "failed":
+            self.failed += 1
+            record.note = "failed; the same window is submitted again"
+            rows = [record.to_dict()]
+            self.finish(rows, patch)
+            note = (f"Export {record.export_id} for {record.window} ended failed"
+                    f" ({record.error or 'no reason given'}); it is recorded in the exports "
+                    "table and its window is submitted again.")
+            self.notes.append(note)
+            self.progress.say(note)
+            if self.failed >= s.MAX_FAILED_PER_RUN:
+                raise ExportOutcomeError(
+                    record.export_id, "failed",
+                    f"{record.error or 'no reason given'}; {self.failed} exports failed in this "
+                    "run. The next run submits the window again") from None
+            return
+        pieces = split_window(record.window)
+        if len(pieces) == 1:  # one day is as small as a window gets
+            record.note = "rejected; a one-day window cannot be split further"
+            self.finish([record.to_dict()], patch)
+            raise error
+        halves = " and ".join(str(p) for p in pieces)
+        record.note = f"rejected; split into {halves}"
+        note = f"half of rejected export {record.export_id} {record.window}"
+        rows = [record.to_dict()] + [planned_row(p, record.format, "planned", note)
+                                     for p in pieces]
+        patch["queue"] = [queue_entry(p, note) for p in pieces] + without(queue, record.window)
+        self.finish(rows, patch)
+        msg = (f"Export {record.export_id} for {record.window} was rejected (estimated volume "
+               f"over Insider's limits); the window is split into {halves}, exported one after "
+               "the other.")
+        self.notes.append(msg)
+        self.progress.say(msg)
+
+    def vanished(self, record: ExportRecord, error: ExportNotFound) -> None:
+        """The server no longer knows the export (ids and URLs expire): plan its window again."""
+        self.gone += 1
+        record.status = "gone"
+        record.error = f"the export is no longer known to Insider ({error.server_message})"
+        record.note = "gone before it was loaded; its window is planned again"
+        shutil.rmtree(export_dir(self.pipeline, record.export_id), ignore_errors=True)
+        self.finish([record.to_dict()], {"inflight": None, "ended": self.ended_ids(record)})
+        msg = (f"Export {record.export_id} for {record.window} is gone on Insider's side "
+               "before it was loaded; its window is submitted again.")
+        self.notes.append(msg)
+        self.progress.say(msg)
+        if self.gone > 1:
+            raise error
+
+    def ended_ids(self, record: ExportRecord) -> list[str]:
+        """Ids of exports that ended without data: a local journal naming one is stale."""
+        return [*(self.state.get("ended") or [])[-20:], record.export_id]
+
+    def finish(self, rows: list[dict[str, Any]], patch: dict[str, Any]) -> None:
+        self.recorder.commit(rows, patch)
+        self.recorder.clear()
+
+    # -- the data path -------------------------------------------------------------------------
+
+    def collect(self, record: ExportRecord, resumed: bool) -> RunResult:
+        pipeline, cfg, progress = self.pipeline, self.cfg, self.progress
+        manifest = self.lifecycle.wait(record, cfg.poll_interval_seconds, cfg.max_wait_seconds)
+        workdir = export_dir(pipeline, record.export_id)
+        downloaded = self.lifecycle.download(record, manifest, workdir / "raw")
+        checkpoint("after_download")
+        fmt = manifest.get("format", record.format)
+        progress.say("converting files to typed Parquet")
+        try:
+            check_columns(downloaded, fmt, record.expect)
+            converted = Converter(record.export_id, snapshot_time(record),
+                                  workdir / "parquet").convert(downloaded, fmt)
+        except IntegrityError:
+            # A damaged download must not be reused: the next run fetches the files again.
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        checkpoint("after_convert")
+
+        _fill_record(record, manifest, converted, self.clock)
+        state = self.state
         last_end = state.get("last_window_end")
-        window = next_window(parse_utc(last_end) if last_end else None, cfg.initial_start_date,
-                             cfg.lookback_days, clock())
-        if window is None:
-            progress.say(f"up to date: data is loaded through {last_end}; nothing submitted")
-            return RunResult("up_to_date", table_counts=table_counts(pipeline))
-        body = build_request_body(cfg, window)
-        progress.say(f"submitting export for window {window} ({cfg.format})")
-        record = lifecycle.submit(body, window, cfg.format)
-        resumed = False
-
-    manifest = lifecycle.wait(record, cfg.poll_interval_seconds, cfg.max_wait_seconds)
-    workdir = export_dir(pipeline, record.export_id)
-    downloaded = lifecycle.download(record, manifest, workdir / "raw")
-    progress.say("converting files to typed Parquet")
-    checkpoint("after_download")
-    converted = Converter(record.export_id, record.window.end, workdir / "parquet").convert(
-        downloaded, manifest.get("format", record.format))
-    checkpoint("after_convert")
-
-    _fill_record(record, manifest, converted, clock)
-    patch = {"inflight": None, "last_window_end": record.window_end}
-    progress.say(f"loading {sum(c.rows for c in converted)} rows into "
-                 f"{pipeline.destination.destination_name} dataset {pipeline.dataset_name}")
-    info = pipeline.run(insider_export(record.to_dict(), converted, state_patch=patch))
-    recorder.clear()
-    rows = _verify_loaded(pipeline, record, converted)
-    shutil.rmtree(workdir, ignore_errors=True)
-    return RunResult("loaded", record.window, record.export_id, resumed, rows,
-                     table_counts(pipeline), info)
+        patch = {
+            "inflight": None,
+            "last_window_end": max(record.window.end, parse_utc(last_end)).isoformat()
+            if last_end else record.window_end,
+            "queue": without(queue_windows(state), record.window),
+        }
+        progress.say(f"loading {sum(c.rows for c in converted)} rows into "
+                     f"{pipeline.destination.destination_name} dataset {pipeline.dataset_name}")
+        # extract → normalize → load as separate steps: a kill between them leaves a package
+        # that the next run loads first (it carries the state patch, so nothing is exported twice)
+        pipeline.extract(insider_export(record.to_dict(), converted, state_patch=patch))
+        checkpoint("after_extract")
+        pipeline.normalize()
+        checkpoint("after_normalize")
+        info = pipeline.load()
+        checkpoint("after_load")
+        self.recorder.clear()
+        rows = _verify_loaded(pipeline, record, converted)
+        shutil.rmtree(workdir, ignore_errors=True)
+        return RunResult("loaded", record.window, record.export_id, resumed, rows,
+                         table_counts(pipeline), info, self.notes)
 
 
 def _fill_record(

@@ -8,8 +8,9 @@ the same export on the next run instead of submitting a second one:
 1. ``submit``: POST once, then immediately ``recorder.submitted(record)``. Nothing else happens
    before the export id is durable.
 2. ``wait``: poll the status with capped exponential backoff until ``completed`` (returns the
-   manifest), ``failed``/``rejected`` (``recorder.finished``, raises ``ExportOutcomeError``) or
-   ``max_wait_seconds`` (raises ``StillProcessing``: exit 75, the export stays in flight).
+   manifest), ``failed``/``rejected`` (raises ``ExportOutcomeError``; the caller records it and
+   decides what to submit instead) or ``max_wait_seconds`` (raises ``StillProcessing``: exit 75,
+   the export stays in flight). An export the server no longer knows raises ``ExportNotFound``.
 3. ``download``: stream every manifest file to ``dest_dir``; files already complete there from an
    earlier, interrupted run are kept. A refused (expired) signed URL makes it fetch the status
    again for fresh URLs.
@@ -31,6 +32,7 @@ from insider_source import settings as s
 from insider_source.checkpoints import checkpoint
 from insider_source.client import DownloadUrlExpired, InsiderClient, redact_url
 from insider_source.exceptions import ExportOutcomeError, StillProcessing
+from insider_source.expect import expectation
 from insider_source.files import SourceFile
 from insider_source.progress import Progress, human_bytes
 from insider_source.typing import TExportStatusBody
@@ -58,6 +60,9 @@ class ExportRecord:
     event_files: int | None = None
     rows_expected: int | None = None
     rows_loaded: int | None = None
+    note: str | None = None
+    # the columns the request asked for (expect.py); kept in state, not in the exports table
+    expect: dict[str, Any] | None = None
     files: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -75,8 +80,6 @@ class ExportRecord:
 
 class Recorder(Protocol):
     def submitted(self, record: ExportRecord) -> None: ...
-
-    def finished(self, record: ExportRecord) -> None: ...
 
 
 class ExportLifecycle:
@@ -104,6 +107,7 @@ class ExportLifecycle:
             window_end=window.end.isoformat(),
             format=fmt,
             submitted_at=self.clock().isoformat(),
+            expect=expectation(body),
         )
         self.progress.say(f"submitted export {export_id} for window {window}")
         self.recorder.submitted(record)
@@ -129,7 +133,6 @@ class ExportLifecycle:
             if status in ("failed", "rejected"):
                 record.status = status
                 record.error = str(body.get("error") or "")[:500] or None
-                self.recorder.finished(record)
                 raise ExportOutcomeError(record.export_id, status, record.error)
             if waited + interval > max_wait:
                 raise StillProcessing(record.export_id, waited)

@@ -22,6 +22,12 @@ DEFAULT_POLL_INTERVAL_SECONDS = 30.0
 # The poll interval doubles after each "processing" answer up to this many seconds.
 MAX_POLL_INTERVAL_SECONDS = 300.0
 DEFAULT_MAX_WAIT_SECONDS = 3 * 3600.0
+# A backfill is exported as windows of at most this many days, one submission per UTC day.
+DEFAULT_BACKFILL_WINDOW_DAYS = 7
+# Terminal outcomes handled within one run before it gives up (a failed export is submitted again,
+# a rejected one is split); the next run carries on.
+MAX_FAILED_PER_RUN = 2
+MAX_SUBMISSIONS_PER_RUN = 6
 
 # v2 accepts public names only: lower snake case, optionally in the `custom.` namespace.
 SELECTOR_RE = re.compile(r"^(custom\.)?[a-z][a-z0-9_]*$")
@@ -36,7 +42,7 @@ API_MAX_ATTEMPTS = 6
 DOWNLOAD_MAX_ATTEMPTS = 6
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
-DOWNLOAD_CHUNK_BYTES = 1 << 20
+DOWNLOAD_CHUNK_BYTES = 64 << 10  # also what a dropped connection can cost: Range resumes here
 
 # Reading files: rows per Arrow batch and per written Parquet row group.
 CSV_BLOCK_BYTES = 8 << 20

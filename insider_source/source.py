@@ -29,9 +29,12 @@ from dlt.sources import DltResource
 from insider_source import settings as s
 from insider_source.files import ConvertedFile
 
+# ExportRecord fields kept in state only, never in the exports table
+STATE_ONLY = frozenset({"expect"})
 MERGE_DELETE_INSERT = {"disposition": "merge", "strategy": "delete-insert"}
 EXPORTS_COLUMNS: dict[str, Any] = {
-    **{c: {"data_type": "text", "nullable": True} for c in ("format", "status", "error")},
+    **{c: {"data_type": "text", "nullable": True}
+       for c in ("format", "status", "error", "note")},
     **{c: {"data_type": "timestamp", "nullable": True}
        for c in ("window_start", "window_end", "submitted_at", "completed_at", "loaded_at")},
     **{c: {"data_type": "bigint", "nullable": True}
@@ -41,14 +44,15 @@ EXPORTS_COLUMNS: dict[str, Any] = {
 
 @dlt.source(name=s.SOURCE_NAME, max_table_nesting=1)
 def insider_export(
-    export_record: dict[str, Any],
+    export_record: dict[str, Any] | list[dict[str, Any]],
     files: list[ConvertedFile] | None = None,
     state_patch: dict[str, Any] | None = None,
 ) -> list[DltResource]:
     """Load one export's converted files, upsert its ledger row and commit the state patch.
 
     Args:
-        export_record: the ``exports`` row (an ``ExportRecord.to_dict()``).
+        export_record: the ``exports`` row (an ``ExportRecord.to_dict()``), or several
+            (e.g. a rejected export and the planned windows that replace it).
         files: converted Parquet files; None or empty records the ledger row only.
         state_patch: keys to set in the source state, committed with this load.
     """
@@ -64,13 +68,16 @@ def insider_export(
     return resources
 
 
-def _exports(record: dict[str, Any], state_patch: dict[str, Any]) -> DltResource:
+def _exports(
+    records: dict[str, Any] | list[dict[str, Any]], state_patch: dict[str, Any]
+) -> DltResource:
     @dlt.resource(name="exports", write_disposition="merge", primary_key="export_id",
                   columns=EXPORTS_COLUMNS)
     def exports() -> Iterator[dict[str, Any]]:
         # State written while extracting is committed with this load package, atomically.
         dlt.current.source_state().update(state_patch)
-        yield record
+        rows = records if isinstance(records, list) else [records]
+        yield [{k: v for k, v in r.items() if k not in STATE_ONLY} for r in rows]
 
     return exports
 

@@ -80,3 +80,26 @@ def next_window(
     if start >= end:
         return None
     return Window(start, end)
+
+
+def split_window(window: Window) -> list[Window]:
+    """Halve a window on a day boundary (a rejected export is retried as smaller pieces).
+
+    A one-day window cannot be split: returns ``[window]``.
+    """
+    if window.days <= 1:
+        return [window]
+    middle = window.start + dt.timedelta(days=window.days // 2)
+    return [Window(window.start, middle), Window(middle, window.end)]
+
+
+def plan_windows(start: dt.date, end: dt.date, days: int) -> list[Window]:
+    """Cut ``[start, end)`` into consecutive windows of at most ``days`` days (for backfills)."""
+    out: list[Window] = []
+    cursor = midnight(start)
+    stop = midnight(end)
+    while cursor < stop:
+        nxt = min(cursor + dt.timedelta(days=days), stop)
+        out.append(Window(cursor, nxt))
+        cursor = nxt
+    return out

@@ -2,6 +2,7 @@
 
     python pipelines/daily.py            # configured by .dlt/config.toml, .dlt/secrets.toml, env
     python pipelines/daily.py --demo     # against the bundled API simulator, into a local DuckDB
+    python pipelines/daily.py --backfill 2026-01-01 2026-03-01   # plan a long range, then run
 
 Exit codes for schedulers: 0 loaded or up to date, 75 try later (quota used today, export still
 processing), 2 bad configuration, 1 any other failure.
@@ -26,6 +27,7 @@ import dlt  # noqa: E402
 from dlt.common.configuration.exceptions import ConfigurationException  # noqa: E402
 from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
 
+from insider_source import logs  # noqa: E402
 from insider_source import settings as s  # noqa: E402
 from insider_source.config import load_settings  # noqa: E402
 from insider_source.exceptions import (  # noqa: E402
@@ -68,6 +70,8 @@ def print_summary(result: RunResult, pipeline: dlt.Pipeline, duckdb_path: str | 
               + (" (resumed)" if result.resumed else ""), file=out)
         for table, n in result.rows_loaded.items():
             print(f"  {table:<20} {n:>10} rows from this export", file=out)
+    for note in result.notes:
+        print(f"Note: {note}", file=out)
     if result.table_counts:
         print(f"Tables in dataset '{pipeline.dataset_name}' "
               f"({pipeline.destination.destination_name}):", file=out)
@@ -110,10 +114,25 @@ def run_demo(fmt: str, demo_dir: Path) -> int:
     return EXIT_OK
 
 
-def run_configured() -> int:
+def parse_backfill(values: list[str] | None) -> tuple[dt.date, dt.date] | None:
+    if not values:
+        return None
+    try:
+        start, end = (dt.date.fromisoformat(v) for v in values)
+    except ValueError:
+        raise ConfigError("--backfill", " ".join(values),
+                          "give two ISO dates, START and END (exclusive), e.g. --backfill "
+                          "2026-01-01 2026-02-01.") from None
+    return start, end
+
+
+def run_configured(backfill: tuple[dt.date, dt.date] | None = None,
+                   redact: logs.RedactingFilter | None = None) -> int:
     cfg = load_settings()
+    if redact is not None:
+        redact.secrets.append(cfg.request_token.reveal())
     pipeline = make_pipeline()
-    result = run_export(pipeline, cfg)
+    result = run_export(pipeline, cfg, backfill=backfill)
     creds = getattr(pipeline.destination_client().config, "credentials", None)
     db = getattr(creds, "database", None) if pipeline.destination.destination_name == "duckdb" \
         else None
@@ -121,20 +140,25 @@ def run_configured() -> int:
     return EXIT_OK
 
 
-def error_exit(e: BaseException) -> int:
+def error_exit(e: BaseException, redact: logs.RedactingFilter | None = None) -> int:
     """Print one clear line for a known error and map it to the scheduler's exit code."""
     if isinstance(e, PipelineStepFailed) and e.exception is not None:
-        return error_exit(e.exception)
+        return error_exit(e.exception, redact)
+    clean = redact.redact if redact is not None else str
+
+    def emit(text: str) -> None:  # every line is redacted: no token, no URL signature
+        print(clean(text), file=sys.stderr)
+
     if isinstance(e, InsiderError):
         kind = "configuration error" if isinstance(e, ConfigError) else "error"
         if e.exit_code == 75:
             kind = "try later"
-        print(f"{kind}: {e}", file=sys.stderr)
+        emit(f"{kind}: {e}")
         return e.exit_code
     if isinstance(e, ConfigurationException):
-        print(f"configuration error: {e}", file=sys.stderr)
+        emit(f"configuration error: {e}")
         return EXIT_CONFIG
-    print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+    emit(f"error: {type(e).__name__}: {e}")
     return EXIT_FAILURE
 
 
@@ -146,18 +170,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --demo: the export file format (default parquet)")
     parser.add_argument("--demo-dir", type=Path, default=DEMO_DIR,
                         help="with --demo: where the DuckDB file and pipeline state go")
+    parser.add_argument("--backfill", nargs=2, metavar=("START", "END"),
+                        help="export [START, END) (ISO dates) as windows of "
+                        "backfill_window_days, one export per UTC day, before the daily window; "
+                        "run the job daily (with or without this flag) until it is done")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    redact = logs.install()
     if not args.debug:
         os.environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")
     try:
-        return run_demo(args.format, args.demo_dir) if args.demo else run_configured()
+        if args.demo:
+            return run_demo(args.format, args.demo_dir)
+        return run_configured(parse_backfill(args.backfill), redact)
     except Exception as e:  # noqa: BLE001 - every failure becomes one line and an exit code
         if args.debug:
             logging.exception("run failed")
-        return error_exit(e)
+        return error_exit(e, redact)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def raw_settings(sim: Any, **changes: Any) -> dict[str, Any]:
 
 
 def run_inprocess(sim: Any, db: Path, now: dt.datetime, *, pipeline_name: str = "insider_daily",
-                  **changes: Any) -> Any:
+                  client: Any = None, backfill: Any = None, **changes: Any) -> Any:
     import dlt
 
     from insider_source.config import InsiderSettings
@@ -78,7 +78,8 @@ def run_inprocess(sim: Any, db: Path, now: dt.datetime, *, pipeline_name: str = 
     cfg = InsiderSettings.from_raw(raw_settings(sim, **changes))
     pipeline = dlt.pipeline(pipeline_name, destination=dlt.destinations.duckdb(str(db)),
                             dataset_name="insider")
-    return run_export(pipeline, cfg, progress=Progress(enabled=False), clock=lambda: now)
+    return run_export(pipeline, cfg, progress=Progress(enabled=False), clock=lambda: now,
+                      client=client, backfill=backfill)
 
 
 def cli_env(sim: Any, db: Path, **changes: Any) -> dict[str, str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import io
 import json
 import logging
 import re
@@ -76,6 +77,17 @@ class Faults:
     download_delay_seconds: float = 0.0  # sleep before each storage response
     expire_urls: bool = False  # storage answers 403 AccessDenied "Request has expired"
     truncate_file: str | None = None  # serve this file cut in half (matching Content-Length)
+    # serve damage[name](original bytes) instead of the file (corrupt footers, wrong columns)
+    damage: dict[str, Callable[[bytes], bytes]] = field(default_factory=dict)
+    no_ranges: bool = False  # storage ignores Range and does not advertise Accept-Ranges
+    reject_over_days: int | None = None  # exports of windows longer than this end "rejected"
+    forget_exports: bool = False  # the status endpoint answers 404 for every export ("gone")
+    forget: set[str] = field(default_factory=set)  # ... or for these export ids
+    failures: int = 0  # the next N exports to finish end "failed"
+    status_drops: int = 0  # next N status GETs: the connection closes without an answer
+    delayed_downloads: int | None = None  # with download_delay_seconds: only the next N (None: all)
+    expired_downloads: int = 0  # next N storage GETs answer 403 "Request has expired"
+    status_raw: bytes | None = None  # serve this 200 body for every status GET while set
 
     def take(self, name: str) -> bool:
         """Consume one firing of counter ``name``; False when it is at zero."""
@@ -98,7 +110,8 @@ class Faults:
         """Back to no faults."""
         with _FAULT_LOCK:
             for f in fields(self):
-                setattr(self, f.name, f.default)
+                setattr(self, f.name, f.default_factory() if callable(f.default_factory)
+                        else f.default)
 
 
 @dataclass
@@ -107,6 +120,7 @@ class _Export:
     directory: Path
     polls: int = 0
     outcome: str | None = None  # decided at the first poll past processing
+    quota_key: tuple[str, dt.date] | None = None
     files: list[FileEntry] = field(default_factory=list)
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -128,6 +142,7 @@ class Simulator:
         processing_polls: int = 2,
         url_ttl_seconds: int = 86400,
         now: Callable[[], dt.datetime] | None = None,
+        failed_exports_use_quota: bool = False,
     ) -> None:
         if timestamp_format not in TIMESTAMP_FORMATS:
             raise ValueError(f"timestamp_format must be one of {TIMESTAMP_FORMATS}")
@@ -144,6 +159,9 @@ class Simulator:
         self.processing_polls = processing_polls
         self.url_ttl_seconds = url_ttl_seconds
         self.faults = Faults()
+        # Accepted exports that end failed/rejected give the day's quota back (as Insider's
+        # "non-success requests do not count"); True makes them use it up.
+        self.failed_exports_use_quota = failed_exports_use_quota
         self.submissions: list[dict[str, Any]] = []
         self.request_log: list[dict[str, Any]] = []
         self.base_url: str | None = None
@@ -252,10 +270,30 @@ class Simulator:
     # -- internals ----------------------------------------------------------------------------
 
     def _decide(self, exp: _Export) -> str:
-        if exp.error is not None:
+        outcome = self._outcome(exp)
+        if outcome != "completed" and not self.failed_exports_use_quota and exp.quota_key:
+            self._quota.discard(exp.quota_key)
+        return outcome
+
+    def _outcome(self, exp: _Export) -> str:
+        if exp.error is not None or self.faults.take("failures"):
             return "failed"
+        limit = self.faults.reject_over_days
+        req = exp.job.request
+        if limit is not None and req.start_date is not None and req.end_date is not None \
+                and (req.end_date - req.start_date) > limit * 86400:
+            return "rejected"
         outcome = self.faults.outcome
         return outcome if outcome in ("failed", "rejected") else "completed"
+
+    def file_bytes(self, export_id: str, name: str) -> bytes:
+        """The bytes of one served file, as generated (before any ``faults.damage``)."""
+        exp = self._export(export_id)
+        exp.done.wait(timeout=600)
+        for f in exp.files:
+            if f.name == name:
+                return f.path.read_bytes()
+        raise KeyError(f"export {export_id} has no file {name}")
 
     def _body(self, exp: _Export) -> dict[str, Any]:
         eid = exp.job.export_id
@@ -309,7 +347,7 @@ class Simulator:
                 attribute_chunk_rows=self.attribute_chunk_rows,
                 event_chunk_days=self.event_chunk_days,
             )
-            exp = _Export(job, self._dir / export_id)
+            exp = _Export(job, self._dir / export_id, quota_key=key)
             self._exports[export_id] = exp
             self.submissions.append({"export_id": export_id, "body": json.loads(body),
                                      "at": now})
@@ -333,9 +371,11 @@ class Simulator:
             return 429, {"error": "rejected: too many requests"}, {"Retry-After": "1"}
         if self.faults.take("status_errors"):
             return 503, {"error": "service unavailable"}, {}
+        if self.faults.status_raw is not None:
+            return 200, {"_raw": self.faults.status_raw}, {}
         with self._lock:
             exp = self._exports.get(export_id)
-            if exp is None:
+            if exp is None or self.faults.forget_exports or export_id in self.faults.forget:
                 return 404, {"error": "export not found"}, {}
             exp.polls += 1
             if exp.outcome is None and exp.polls <= self.processing_polls:
@@ -397,7 +437,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _json(self, status: int, obj: dict[str, Any],
               headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(obj).encode(), "application/json", headers)
+        raw = obj.get("_raw") if len(obj) == 1 else None  # a scripted, possibly broken body
+        body = raw if isinstance(raw, bytes) else json.dumps(obj).encode()
+        self._send(status, body, "application/json", headers)
 
     def _xml(self, status: int, code: str, message: str) -> None:
         self._send(status, _xml_error(code, message), "application/xml")
@@ -454,6 +496,14 @@ class _Handler(BaseHTTPRequestHandler):
         if err is not None:
             self._json(err[0], {"error": err[1]})
             return
+        if self.sim.faults.take("status_drops"):
+            self._record(0)
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         status, obj, headers = self.sim._status(unquote(m.group(1)))
         self._json(status, obj, headers)
 
@@ -469,12 +519,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _storage(self, path: str) -> None:
         sim, faults = self.sim, self.sim.faults
-        if faults.download_delay_seconds > 0:
+        if faults.download_delay_seconds > 0 and (
+                faults.delayed_downloads is None or faults.take("delayed_downloads")):
             time.sleep(faults.download_delay_seconds)
         if faults.take("download_errors"):
             self._xml(500, "InternalError", "We encountered an internal error. Please try again.")
             return
-        if faults.expire_urls:
+        if faults.expire_urls or faults.take("expired_downloads"):
             self._xml(403, "AccessDenied", "Request has expired")
             return
         query = parse_qs(urlsplit(self.path).query)
@@ -494,15 +545,19 @@ class _Handler(BaseHTTPRequestHandler):
         if file is None or not file.exists():
             self._xml(404, "NoSuchKey", "The specified key does not exist.")
             return
-        self._stream(file, truncate=faults.truncate_file == file.name)
+        damage = faults.damage.get(file.name)
+        replacement = damage(file.read_bytes()) if damage is not None else None
+        self._stream(file, truncate=faults.truncate_file == file.name, data=replacement,
+                     ranges=not faults.no_ranges)
 
-    def _stream(self, file: Path, truncate: bool) -> None:
-        size = file.stat().st_size
+    def _stream(self, file: Path, truncate: bool, data: bytes | None = None,
+                ranges: bool = True) -> None:
+        size = len(data) if data is not None else file.stat().st_size
         if truncate:
             size //= 2
         start, end = 0, size - 1
         status = 200
-        rng = self.headers.get("Range")
+        rng = self.headers.get("Range") if ranges else None
         if rng:
             m = _RANGE_RE.match(rng.strip())
             if m is None or int(m.group(1)) >= size:
@@ -524,14 +579,15 @@ class _Handler(BaseHTTPRequestHandler):
                  else "application/octet-stream")
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(length))
-        self.send_header("Accept-Ranges", "bytes")
+        if ranges:
+            self.send_header("Accept-Ranges", "bytes")
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.end_headers()
         if self.command == "HEAD":
             return
         budget = length if drop is None else min(length, drop)
-        with open(file, "rb") as f:
+        with (io.BytesIO(data) if data is not None else open(file, "rb")) as f:
             f.seek(start)
             while budget > 0:
                 chunk = f.read(min(STREAM_CHUNK_BYTES, budget))
