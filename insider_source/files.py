@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from insider_source import settings as s
+from insider_source.checkpoints import checkpoint
 from insider_source.exceptions import IntegrityError
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
@@ -219,7 +220,8 @@ class Converter:
 
     Args:
         export_id: stamped into every row as ``export_id``.
-        snapshot_at: the export window's end, stamped into attribute rows.
+        snapshot_at: when the attribute snapshot holds (the export's submission), stamped into
+            attribute rows.
         out_dir: where the Parquet files go (same filesystem as dlt's working dir so the import
             is a hard link, not a copy).
     """
@@ -244,6 +246,7 @@ class Converter:
                 readers = {f.name: self._read_parquet(f) for f in kind_files}
             for f in kind_files:
                 out.append(self._write(f, readers[f.name], target))
+                checkpoint("mid_convert")
         return out
 
     def _csv_types(self, files: list[SourceFile]) -> dict[str, pa.DataType]:

@@ -85,6 +85,7 @@ KILL_POINTS = [
     ("while_polling", "csv", True),
     ("mid_download", "csv", False),
     ("after_download", "parquet", False),
+    ("mid_convert", "csv", False),
     ("after_convert", "parquet", True),
     ("after_extract", "csv", False),
     ("after_extract", "parquet", True),
