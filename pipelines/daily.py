@@ -3,6 +3,8 @@
     python pipelines/daily.py            # configured by .dlt/config.toml, .dlt/secrets.toml, env
     python pipelines/daily.py --demo     # against the bundled API simulator, into a local DuckDB
     python pipelines/daily.py --backfill 2026-01-01 2026-03-01   # plan a long range, then run
+    python pipelines/daily.py --models-only [--select NAME+] [--full-refresh]
+    python pipelines/daily.py --compile snowflake                # print each model's SQL
 
 Exit codes for schedulers: 0 loaded or up to date, 75 try later (quota used today, export still
 processing), 2 bad configuration, 1 any other failure.
@@ -17,6 +19,7 @@ import os
 import secrets
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +89,26 @@ def print_summary(result: RunResult, pipeline: dlt.Pipeline, duckdb_path: str | 
               f".show()\"", file=out)
 
 
+@dataclass
+class ModelOptions:
+    select: list[str] | None = None
+    full_refresh: bool = False
+
+
+def build_models(pipeline: dlt.Pipeline, options: ModelOptions) -> None:
+    """Run the SQL models (models/*.sql) in the warehouse; print one line per model."""
+    from insider_source.progress import Progress
+    from insider_source.transform import run_models
+
+    progress = Progress()
+    results = run_models(pipeline, select=options.select, full_refresh=options.full_refresh,
+                         log=progress.say)
+    print(f"Models built in dataset '{pipeline.dataset_name}':")
+    for r in results:
+        print(f"  {r.name:<22} {r.rows:>10} rows  {r.materialization}, "
+              f"{r.tests_passed} tests passed")
+
+
 def run_demo(fmt: str, demo_dir: Path) -> int:
     from insider_source.simulator import Simulator
 
@@ -111,6 +134,7 @@ def run_demo(fmt: str, demo_dir: Path) -> int:
         print(f"Demo: simulator at {sim.base_url}, loading into {db}", file=sys.stderr)
         result = run_export(pipeline, cfg)
     print_summary(result, pipeline, str(db))
+    build_models(pipeline, ModelOptions())
     return EXIT_OK
 
 
@@ -127,7 +151,15 @@ def parse_backfill(values: list[str] | None) -> tuple[dt.date, dt.date] | None:
 
 
 def run_configured(backfill: tuple[dt.date, dt.date] | None = None,
-                   redact: logs.RedactingFilter | None = None) -> int:
+                   redact: logs.RedactingFilter | None = None,
+                   models: ModelOptions | None = None, models_only: bool = False) -> int:
+    models = models or ModelOptions()
+    if models_only:
+        pipeline = make_pipeline()
+        if not pipeline.default_schema_name:
+            pipeline.sync_destination()  # a new machine: the schema lives in the destination
+        build_models(pipeline, models)
+        return EXIT_OK
     cfg = load_settings()
     if redact is not None:
         redact.secrets.append(cfg.request_token.reveal())
@@ -137,6 +169,16 @@ def run_configured(backfill: tuple[dt.date, dt.date] | None = None,
     db = getattr(creds, "database", None) if pipeline.destination.destination_name == "duckdb" \
         else None
     print_summary(result, pipeline, db)
+    if result.status == "loaded" or models.full_refresh:
+        build_models(pipeline, models)
+    return EXIT_OK
+
+
+def print_compiled(dialect: str, select: list[str] | None) -> int:
+    from insider_source.transform import compile_models
+
+    for name, sql in compile_models(dialect, dataset=s.DATASET_NAME, select=select).items():
+        print(f"-- {name} ({dialect})\n{sql};\n")
     return EXIT_OK
 
 
@@ -174,6 +216,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="export [START, END) (ISO dates) as windows of "
                         "backfill_window_days, one export per UTC day, before the daily window; "
                         "run the job daily (with or without this flag) until it is done")
+    parser.add_argument("--models-only", action="store_true",
+                        help="build the SQL models on what is loaded, without exporting")
+    parser.add_argument("--select", nargs="+", metavar="MODEL",
+                        help="models to build: NAME, NAME+ (and downstream), +NAME (and upstream)")
+    parser.add_argument("--full-refresh", action="store_true",
+                        help="rebuild incremental models from scratch (e.g. after a backfill)")
+    parser.add_argument("--compile", choices=("duckdb", "snowflake", "bigquery"),
+                        help="print each model's SQL for this warehouse and exit")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
@@ -182,9 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         os.environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")
     try:
+        if args.compile:
+            return print_compiled(args.compile, args.select)
         if args.demo:
             return run_demo(args.format, args.demo_dir)
-        return run_configured(parse_backfill(args.backfill), redact)
+        return run_configured(parse_backfill(args.backfill), redact,
+                              ModelOptions(args.select, args.full_refresh), args.models_only)
     except Exception as e:  # noqa: BLE001 - every failure becomes one line and an exit code
         if args.debug:
             logging.exception("run failed")
