@@ -19,7 +19,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
 from insider_source.transform.errors import ModelError
-from insider_source.transform.project import Model
+from insider_source.transform.project import Model, position
 
 DIALECTS = ("duckdb", "snowflake", "bigquery")
 
@@ -35,20 +35,12 @@ def capabilities(dialect: str) -> DestinationCapabilitiesContext:
     return caps
 
 
-def _where(node: exp.Expression) -> tuple[int, int]:
-    for n in [node, *node.find_all(exp.Identifier)]:
-        meta = n.meta if isinstance(n, exp.Identifier) else {}
-        if meta.get("line"):
-            return int(meta["line"]), int(meta.get("col", 1))
-    return 1, 1
-
-
 def lint(model: Model) -> None:
     """Raise ModelError at the first construct whose meaning is not portable."""
     for node in model.tree.walk():
         problem = _problem(node)
         if problem:
-            line, col = _where(node)
+            line, col = position(node)
             raise ModelError(model.path, line, col, problem)
 
 

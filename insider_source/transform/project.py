@@ -78,6 +78,16 @@ class Model:
         return int(text[0]) if text and text[0].isdigit() else 0
 
 
+def position(node: exp.Expression) -> tuple[int, int]:
+    """Line and first column of a node, from the token sqlglot kept (which records its end)."""
+    for n in [node, *node.find_all(exp.Identifier)]:
+        meta = n.meta if isinstance(n, exp.Identifier) else {}
+        if meta.get("line"):
+            width = len(n.name) + (2 if n.args.get("quoted") else 0)
+            return int(meta["line"]), max(1, int(meta.get("col", 1)) - width + 1)
+    return 1, 1
+
+
 def parse_header(sql: str) -> dict[str, str]:
     config: dict[str, str] = {}
     key = None
@@ -150,8 +160,7 @@ def resolve(models: dict[str, Model], source_tables: set[str]) -> None:
                 if not isinstance(source, exp.Table):
                     continue  # a CTE or a subquery
                 name = source.name
-                where = source.this.meta if isinstance(source.this, exp.Identifier) else {}
-                line, col = int(where.get("line", 1)), int(where.get("col", 1))
+                line, col = position(source.this)
                 if source.args.get("db") or source.args.get("catalog"):
                     raise ModelError(model.path, line, col,
                                      f"write bare table names ({source.sql('duckdb')!r}): the "
