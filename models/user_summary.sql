@@ -39,7 +39,7 @@ types AS (
 money AS (
   SELECT
     insider_id,
-    SUM(purchases) AS purchases,
+    CAST(SUM(purchases) AS BIGINT) AS purchases,
     STRING_AGG(
       COALESCE(currency, '?') || ':' || CAST(CAST(revenue AS DECIMAL(18, 2)) AS VARCHAR), ', '
       ORDER BY currency NULLS FIRST

@@ -275,3 +275,61 @@ def test_a_failing_model_test_fails_the_run_with_sample_rows(sim: Any, tmp_path:
     assert "2 of 2 tests failed" in text and "unique(event_name)" in text
     assert "session_start" in text, "a failing row is shown"
     assert e.value.exit_code == 1
+
+
+# -- the Snowflake output, run under fakesnow ---------------------------------------------------
+
+FAKESNOW = ["fakesnow==0.12.1", "snowflake-connector-python<5"]
+
+
+def fakesnow_python() -> Path:
+    """A cached virtualenv with fakesnow (its duckdb/sqlglot pins conflict with ours)."""
+    import os
+    import subprocess
+    import sys
+
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    venv = home / "insider-dlt" / "fakesnow-0.12.1"
+    python = venv / "bin" / "python"
+    if not (venv / ".ready").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *FAKESNOW], check=True,
+                       timeout=600)
+        (venv / ".ready").touch()
+    return python
+
+
+def test_snowflake_sql_returns_the_same_rows_under_fakesnow(
+    two_days: tuple[Path, dlt.Pipeline], tmp_path: Path
+) -> None:
+    import json
+    import subprocess
+
+    import duckdb
+
+    db, _ = two_days
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        tables = {}
+        for t in ("events", "attributes", "attributes_history"):
+            path = tmp_path / f"{t}.parquet"
+            con.execute(f"COPY (SELECT * FROM insider.{t}) TO '{path}' (FORMAT parquet)")
+            tables[t] = str(path)
+        job = {"tables": tables, "models": list(compile_models("snowflake").items()),
+               "output": str(tmp_path / "out.json")}
+        (tmp_path / "job.json").write_text(json.dumps(job))
+        run = subprocess.run([str(fakesnow_python()), str(Path(__file__).parent /
+                              "fakesnow_runner.py"), str(tmp_path / "job.json")],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        out = json.loads((tmp_path / "out.json").read_text())
+        for name in sorted(MODELS):
+            cur = con.execute(f"SELECT * FROM insider.{name}")
+            columns = [d[0].upper() for d in cur.description]
+            mine = sorted([[None if v is None else str(v) for v in r] for r in cur.fetchall()],
+                          key=str)
+            assert out[name]["columns"] == columns, name
+            assert sorted(out[name]["rows"], key=str) == mine, name
+            assert len(mine) > 10
+    finally:
+        con.close()
