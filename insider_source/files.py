@@ -312,7 +312,7 @@ class Converter:
                 table = self._finish(f, batch, target)
                 if writer is None:
                     schema = table.schema
-                    writer = pq.ParquetWriter(dest, schema, compression="snappy")
+                    writer = pq.ParquetWriter(dest, schema, compression=s.PARQUET_COMPRESSION)
                 writer.write_table(table, row_group_size=s.PARQUET_BATCH_ROWS)
                 rows += table.num_rows
         except (pa.ArrowInvalid, ValueError, OSError, UnicodeDecodeError) as e:

@@ -417,7 +417,8 @@ class _Run:
                      f"{pipeline.destination.destination_name} dataset {pipeline.dataset_name}")
         # extract → normalize → load as separate steps: a kill between them leaves a package
         # that the next run loads first (it carries the state patch, so nothing is exported twice)
-        pipeline.extract(insider_export(record.to_dict(), converted, state_patch=patch))
+        pipeline.extract(insider_export(record.to_dict(), converted, state_patch=patch,
+                                        first_load=_first_load(pipeline)))
         checkpoint("after_extract")
         pipeline.normalize()
         checkpoint("after_normalize")
@@ -473,6 +474,14 @@ def _verify_loaded(
                     table, f"holds {found[table]} rows of export {record.export_id} after the "
                     f"load but the manifest lists {want}")
     return found
+
+
+def _first_load(pipeline: dlt.Pipeline) -> bool:
+    """True before the events table exists: nothing can be replaced, so append (faster)."""
+    if not pipeline.default_schema_name:
+        return True
+    table = pipeline.default_schema.tables.get("events")
+    return not (table and table.get("columns"))
 
 
 def table_counts(pipeline: dlt.Pipeline) -> dict[str, int]:

@@ -50,3 +50,5 @@ PARQUET_BATCH_ROWS = 256_000
 
 # Columns whose type never depends on the data.
 STRING_COLUMNS = frozenset({"insider_id", "event_name", "source", "tags"})
+# Compression of the converted Parquet files dlt imports (local, short-lived: speed over size).
+PARQUET_COMPRESSION = "none"

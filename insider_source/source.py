@@ -47,6 +47,7 @@ def insider_export(
     export_record: dict[str, Any] | list[dict[str, Any]],
     files: list[ConvertedFile] | None = None,
     state_patch: dict[str, Any] | None = None,
+    first_load: bool = False,
 ) -> list[DltResource]:
     """Load one export's converted files, upsert its ledger row and commit the state patch.
 
@@ -55,16 +56,21 @@ def insider_export(
             (e.g. a rejected export and the planned windows that replace it).
         files: converted Parquet files; None or empty records the ledger row only.
         state_patch: keys to set in the source state, committed with this load.
+        first_load: the event tables do not exist yet: ``events`` and ``attributes_history``
+            are appended (nothing to replace; one export holds each event and snapshot row once),
+            which skips dlt's staging copy of the merge, the largest cost of a big first load.
     """
     files = files or []
     resources = [_exports(export_record, state_patch or {})]
     events = [f for f in files if f.kind == "events"]
     attrs = [f for f in files if f.kind == "attributes"]
     if events:
-        resources.append(_file_resource("events", events, merge_key="event_date"))
+        resources.append(_file_resource("events", events, merge_key="event_date",
+                                        append=first_load))
     if attrs:
         resources.append(_file_resource("attributes", attrs, primary_key="insider_id"))
-        resources.append(_file_resource("attributes_history", attrs, merge_key="snapshot_at"))
+        resources.append(_file_resource("attributes_history", attrs, merge_key="snapshot_at",
+                                        append=first_load))
     return resources
 
 
@@ -88,6 +94,7 @@ def _file_resource(
     *,
     primary_key: str | None = None,
     merge_key: str | None = None,
+    append: bool = False,
 ) -> DltResource:
     keys = {primary_key, merge_key}
 
@@ -100,5 +107,6 @@ def _file_resource(
                 str(f.path), "parquet", items_count=f.rows, hints=schema.empty_table()
             )
 
-    return dlt.resource(items, name=name, write_disposition=MERGE_DELETE_INSERT,
+    return dlt.resource(items, name=name,
+                        write_disposition="append" if append else MERGE_DELETE_INSERT,
                         primary_key=primary_key, merge_key=merge_key)

@@ -582,6 +582,7 @@ def daily_main(*args: str) -> int:
     spec = importlib.util.spec_from_file_location("daily", ROOT / "pipelines" / "daily.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules["daily"] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return int(module.main(list(args)))
 
