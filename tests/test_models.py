@@ -245,6 +245,8 @@ def model_dir(tmp_path: Path, files: dict[str, str]) -> Path:
     ({"m": "SELECT CAST(unit_price AS DECIMAL(38, 12)) FROM events"}, r"DECIMAL\(38, 12\)"),
     ({"m": 'SELECT "custom.gift_wrap" FROM events'}, r"custom_gift_wrap"),
     ({"m": "SELECT sketchy_fn(insider_id) FROM events"}, r"unknown function sketchy_fn"),
+    ({"m": "SELECT insider_id FROM events UNION ALL BY NAME SELECT insider_id FROM attributes"},
+     r"BY NAME is DuckDB only"),
     ({"m": "-- materialized: snapshot\nSELECT 1"}, r"materialized: 'snapshot'"),
     ({"m": "-- materialized: incremental\nSELECT * FROM events"}, r"time_column"),
 ])

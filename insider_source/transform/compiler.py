@@ -72,6 +72,9 @@ def _problem(node: exp.Expression) -> str | None:
     if isinstance(node, exp.Identifier) and "." in node.name:
         return (f'quoted dotted name "{node.name}": dlt stores {node.name} as '
                 f"{node.name.replace('.', '_')}; use that column name")
+    if isinstance(node, exp.Union) and node.args.get("by_name"):
+        return ("UNION ... BY NAME is DuckDB only: list the same columns in the same order in "
+                "every branch and use UNION ALL")
     if isinstance(node, exp.Join) and (node.args.get("kind") or "").upper() == "ASOF":
         return ("ASOF JOIN does not exist on BigQuery: join on a validity range instead "
                 "(LEAD() over the history for valid_to, then ts >= valid_from AND ts < valid_to)")
