@@ -129,7 +129,7 @@ def floor(sim: Simulator, export_id: str, fmt: str, workdir: Path) -> dict[str, 
     return {"download": download, "duckdb": read, "seconds": download + read, "bytes": size}
 
 
-def time_models(workdir: Path, full_refresh: bool) -> tuple[float, int]:
+def time_models(workdir: Path, full_refresh: bool) -> tuple[float, int, str]:
     import dlt
 
     from insider_source.transform import run_models
@@ -139,7 +139,8 @@ def time_models(workdir: Path, full_refresh: bool) -> tuple[float, int]:
         pipelines_dir=str(workdir / "pipelines"))
     started = time.perf_counter()
     results = run_models(pipeline, full_refresh=full_refresh)
-    return time.perf_counter() - started, len(results)
+    each = ", ".join(f"{r.name} {r.seconds:.2f}s" for r in results)
+    return time.perf_counter() - started, len(results), each
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -192,15 +193,15 @@ def main(argv: list[str] | None = None) -> None:
 
         models = "models: skipped (--no-models)"
         if not args.no_models:
-            full, n = time_models(workdir, full_refresh=True)
+            full, n, full_each = time_models(workdir, full_refresh=True)
             nxt = base_day + dt.timedelta(days=args.repeats)
             extra = run_child(job(nxt, nxt.date() - dt.timedelta(days=args.days + args.repeats)),
                               workdir)
-            incremental, _ = time_models(workdir, full_refresh=False)
+            incremental, _, incr_each = time_models(workdir, full_refresh=False)
             models = (f"models: {n} built, full refresh {full:.2f}s; after one more day "
                       f"(+{sum(extra['rows'].values()):,} rows loaded in {extra['seconds']:.2f}s)"
                       f" incremental {incremental:.2f}s = {incremental / full:.2f}x the full "
-                      "refresh")
+                      f"refresh\n    full refresh: {full_each}\n    incremental:  {incr_each}")
 
     seconds = statistics.median(r["seconds"] for r in runs)
     floor_s = statistics.median(f["seconds"] for f in floors)

@@ -85,20 +85,20 @@ def test_events_enriched_asof_picks_the_snapshot_valid_at_the_event(
     history: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for h in rows(db, "SELECT * FROM insider.attributes_history"):
         history[h["insider_id"]].append(h)
-    current = {a["insider_id"]: a for a in rows(db, "SELECT * FROM insider.attributes")}
     expected = []
     for e in rows(db, "SELECT * FROM insider.events"):
-        valid = [h for h in history[e["insider_id"]] if h["snapshot_at"] <= e["timestamp"]]
-        if valid:
-            snap, is_current = max(valid, key=lambda h: h["snapshot_at"]), False
-        else:
-            snap, is_current = current.get(e["insider_id"]), True
+        mine = history[e["insider_id"]]
+        valid = [h for h in mine if h["snapshot_at"] <= e["timestamp"]]
+        if valid:  # the latest snapshot at or before the event
+            snap, first = max(valid, key=lambda h: h["snapshot_at"]), False
+        else:  # before the first snapshot: that first one
+            snap, first = min(mine, key=lambda h: h["snapshot_at"]) if mine else None, True
         expected.append((e["insider_id"], e["event_name"], e["timestamp"],
-                         snap["snapshot_at"] if snap else None, is_current,
+                         snap["snapshot_at"] if snap else None, first,
                          snap["email"] if snap else None))
     got = [tuple(r.values()) for r in rows(
         db, "SELECT insider_id, event_name, timestamp, attributes_snapshot_at, "
-            "attributes_are_current, email FROM insider.events_enriched_asof")]
+            "attributes_from_first_snapshot, email FROM insider.events_enriched_asof")]
     assert sorted(got, key=str) == sorted(expected, key=str)
     flags = Counter(x[4] for x in expected)
     assert flags[True] > 0 and flags[False] > 0, "both rules are exercised"

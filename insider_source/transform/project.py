@@ -10,7 +10,6 @@ and two spaces)::
     -- unique_key: insider_id
     -- time_column: timestamp          (incremental)
     -- lookback: 3 days                 (incremental)
-    -- rebuild_where: attributes_are_current   (incremental: rows always rebuilt)
     -- tests: unique(c), not_null(c), accepted_values(c: a, b), relationships(c -> model.col)
 
 Dependencies come from the SQL itself: sqlglot's scope traversal separates real tables from CTE

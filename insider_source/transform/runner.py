@@ -6,8 +6,8 @@ For each selected model, in dependency order: lint, compile for the pipeline's d
 - ``table``: ``CREATE OR REPLACE TABLE ... AS``;
 - ``incremental``: the first time (or with ``full_refresh``, or when the model's columns changed)
   like ``table``; afterwards delete + insert, in one transaction, of the rows whose
-  ``time_column`` is at or after the table's latest value minus ``lookback`` (plus the rows where
-  ``rebuild_where`` holds, for rows whose values depend on data that can change later).
+  ``time_column`` is at or after the table's latest value minus ``lookback``. Rows older than
+  that must not depend on data loaded later (write models that way; ``--full-refresh`` otherwise).
 
 Then its tests run as SELECTs of failing rows (``unique``, ``not_null``, ``accepted_values``,
 ``relationships``); any failing row fails the run with a sample. Everything goes through
@@ -147,8 +147,6 @@ class _Builder:
         since = exp.cast(exp.Literal.string(cutoff.isoformat()),
                          "TIMESTAMPTZ").sql(dialect=self.dialect)
         where = f"{time_col} >= {since}"
-        if model.config.get("rebuild_where"):
-            where += f" OR {self.c(model.config['rebuild_where'])}"
         cols = ", ".join(self.c(c) for c in want)
         with self.client.begin_transaction():
             self.execute(model, f"DELETE FROM {target} WHERE {where}")
