@@ -226,10 +226,13 @@ class Converter:
             is a hard link, not a copy).
     """
 
-    def __init__(self, export_id: str, snapshot_at: dt.datetime, out_dir: Path) -> None:
+    def __init__(self, export_id: str, snapshot_at: dt.datetime, out_dir: Path,
+                 known_columns: dict[str, list[tuple[str, pa.DataType]]] | None = None) -> None:
         self.export_id = export_id
         self.snapshot_at = snapshot_at
         self.out_dir = out_dir
+        # Columns the destination table already has, in its order (see ``_layout``).
+        self.known_columns = known_columns or {}
 
     def convert(self, files: list[SourceFile], fmt: str) -> list[ConvertedFile]:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -244,10 +247,38 @@ class Converter:
             else:
                 target = self._parquet_types(kind_files)
                 readers = {f.name: self._read_parquet(f) for f in kind_files}
+            layout = self._layout(kind, kind_files, target)
             for f in kind_files:
-                out.append(self._write(f, readers[f.name], target))
+                out.append(self._write(f, readers[f.name], target, layout))
                 checkpoint("mid_convert")
         return out
+
+    def _layout(self, kind: str, files: list[SourceFile],
+                target: dict[str, pa.DataType]) -> pa.Schema:
+        """The one schema every converted file of ``kind`` gets: the table's known columns in
+        its order, then new ones in order of appearance, then the added ones. Files that match
+        dlt's table schema exactly are imported as they are; any difference (a missing column,
+        another order, a nullability flag) makes dlt rewrite every file, a full extra copy."""
+        types = dict(self.known_columns.get(kind, []))
+        names = list(types)
+        for f in files:
+            try:
+                header = self._header(f)
+            except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:
+                raise IntegrityError(f.name, f"unreadable ({_short(e)})") from None
+            for src in header:
+                name = normalize_name(src)
+                typ = TS_TYPE if src == "timestamp" else target.get(src, pa.string())
+                if name not in types:
+                    names.append(name)
+                types[name] = typ  # the data's type wins over a known one
+        added = {"event_date": pa.date32(), "export_id": pa.string(), "snapshot_at": TS_TYPE}
+        for name in ADDED[kind]:
+            if name not in types:
+                names.append(name)
+            types[name] = added[name]
+        return pa.schema([pa.field(n, types[n], nullable=n not in NOT_NULL[kind])
+                          for n in names])
 
     def _csv_types(self, files: list[SourceFile]) -> dict[str, pa.DataType]:
         typer = CsvTyper()
@@ -300,6 +331,7 @@ class Converter:
         f: SourceFile,
         batches: Iterator[pa.RecordBatch],
         target: dict[str, pa.DataType],
+        layout: pa.Schema,
     ) -> ConvertedFile:
         dest = self.out_dir / f"{f.kind}--{f.name}.parquet"
         writer: pq.ParquetWriter | None = None
@@ -309,7 +341,7 @@ class Converter:
             for batch in batches:
                 if schema is None:
                     self._check_columns(f, batch.schema.names)
-                table = self._finish(f, batch, target)
+                table = self._finish(f, batch, target, layout)
                 if writer is None:
                     schema = table.schema
                     writer = pq.ParquetWriter(dest, schema, compression=s.PARQUET_COMPRESSION)
@@ -324,7 +356,10 @@ class Converter:
             if f.manifest_rows:
                 raise IntegrityError(f.name, f"is empty but the manifest says "
                                      f"{f.manifest_rows} rows")
-            schema = self._empty_schema(f, target)
+            header = self._header(f)
+            if header:  # a file without even a header holds nothing to check
+                self._check_columns(f, header)
+            schema = layout
             pq.write_table(schema.empty_table(), dest)
         if rows != f.manifest_rows:
             raise IntegrityError(f.name, f"has {rows} rows but the manifest says "
@@ -343,7 +378,8 @@ class Converter:
             raise IntegrityError(f.name, f"has colliding column name(s) {', '.join(clash)}")
 
     def _finish(
-        self, f: SourceFile, batch: pa.RecordBatch, target: dict[str, pa.DataType]
+        self, f: SourceFile, batch: pa.RecordBatch, target: dict[str, pa.DataType],
+        layout: pa.Schema,
     ) -> pa.Table:
         names, cols = [], []
         for name, col in zip(batch.schema.names, batch.columns, strict=True):
@@ -368,21 +404,28 @@ class Converter:
         else:
             names += ["export_id", "snapshot_at"]
             cols += [export_id, pa.array([self.snapshot_at] * n, TS_TYPE)]
-        return pa.Table.from_arrays(cols, names=names)
+        present = dict(zip(names, cols, strict=True))
+        arrays = []
+        for field in layout:  # the layout's order; columns this file lacks are NULL
+            col = present.get(field.name)
+            if col is None:
+                col = pa.nulls(n, field.type)
+            elif col.type != field.type:
+                col = col.cast(field.type)
+            if not field.nullable and col.null_count:
+                raise IntegrityError(f.name, f"{col.null_count} rows without {field.name}")
+            arrays.append(col)
+        return pa.Table.from_arrays(arrays, schema=layout)
 
-    def _empty_schema(self, f: SourceFile, target: dict[str, pa.DataType]) -> pa.Schema:
-        """The output schema of a file without rows: from its header or Parquet schema."""
+    def _header(self, f: SourceFile) -> list[str]:
         if f.path.suffix == ".csv":
-            header = _csv_header(f.path) if f.path.stat().st_size else []
-            source = pa.schema([(n, pa.string()) for n in header])
-        else:
-            source = pq.read_schema(f.path)
-        if not source.names:  # not even a header: only what we know must be there
-            source = pa.schema([(c, pa.string()) for c in REQUIRED[f.kind]])
-        self._check_columns(f, source.names)
-        empty = source.empty_table().to_batches() or [pa.RecordBatch.from_pylist([], source)]
-        return self._finish(f, empty[0], {**{n: pa.string() for n in source.names}, **target}
-                            ).schema
+            return _csv_header(f.path) if f.path.stat().st_size else []
+        return list(pq.read_schema(f.path).names)
+
+
+# Columns that identify a row or a replaced slice (primary and merge keys of the tables).
+NOT_NULL = {"events": frozenset({"event_date"}),
+            "attributes": frozenset({"insider_id", "snapshot_at"})}
 
 
 def _numeric(t: pa.DataType) -> bool:

@@ -396,8 +396,8 @@ class _Run:
         progress.say("converting files to typed Parquet")
         try:
             check_columns(downloaded, fmt, record.expect)
-            converted = Converter(record.export_id, snapshot_time(record),
-                                  workdir / "parquet").convert(downloaded, fmt)
+            converted = Converter(record.export_id, snapshot_time(record), workdir / "parquet",
+                                  known_columns(pipeline)).convert(downloaded, fmt)
         except IntegrityError:
             # A damaged download must not be reused: the next run fetches the files again.
             shutil.rmtree(workdir, ignore_errors=True)
@@ -474,6 +474,25 @@ def _verify_loaded(
                     table, f"holds {found[table]} rows of export {record.export_id} after the "
                     f"load but the manifest lists {want}")
     return found
+
+
+def known_columns(pipeline: dlt.Pipeline) -> dict[str, list[tuple[str, Any]]]:
+    """The columns the events and attribute tables already have, in dlt's order, as Arrow types:
+    converted files laid out the same way are imported by dlt without a rewrite."""
+    from dlt.common.libs.pyarrow import get_py_arrow_datatype
+
+    if not pipeline.default_schema_name:
+        return {}
+    caps = pipeline.destination.capabilities()
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for kind, table in (("events", "events"), ("attributes", "attributes")):
+        if table not in pipeline.default_schema.tables:
+            continue
+        columns = pipeline.default_schema.get_table_columns(table)
+        out[kind] = [(name, get_py_arrow_datatype(col, caps, "UTC"))
+                     for name, col in columns.items()
+                     if not name.startswith("_dlt") and col.get("data_type")]
+    return out
 
 
 def _first_load(pipeline: dlt.Pipeline) -> bool:

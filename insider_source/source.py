@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import dlt
-import pyarrow as pa
 from dlt.sources import DltResource
 
 from insider_source import settings as s
@@ -96,15 +95,12 @@ def _file_resource(
     merge_key: str | None = None,
     append: bool = False,
 ) -> DltResource:
-    keys = {primary_key, merge_key}
-
     def items() -> Iterator[Any]:
         for f in files:
-            # Keys are NOT NULL in dlt's schema; say so in the hints so they agree.
-            schema = pa.schema([fl.with_nullable(False) if fl.name in keys else fl
-                                for fl in f.schema])
+            # The files declare their key columns NOT NULL (files.NOT_NULL), as dlt's schema
+            # does: the hints agree and dlt imports the files as they are, without a rewrite.
             yield dlt.mark.with_file_import(
-                str(f.path), "parquet", items_count=f.rows, hints=schema.empty_table()
+                str(f.path), "parquet", items_count=f.rows, hints=f.schema.empty_table()
             )
 
     return dlt.resource(items, name=name,
