@@ -1,6 +1,6 @@
--- grain: one row per UTC day and event name
--- purpose: daily metrics: events, distinct users, and new users (users whose first event of any
---   kind happened that day)
+-- grain: one row per UTC day (event_date) and event name
+-- purpose: daily metrics: events, distinct users, and new users (users whose first loaded event
+--   of any kind happened that day; history before initial_start_date is not known)
 -- materialized: table
 -- tests: not_null(event_date), not_null(event_name), not_null(events)
 WITH first_seen AS (

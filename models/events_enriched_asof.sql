@@ -1,12 +1,14 @@
--- grain: one row per event
--- purpose: every event with the attributes valid when it happened. A snapshot (one per export,
---   taken when the export was requested) holds from its snapshot_at until the user's next
---   snapshot. No snapshot covers events before a user's first one: they get the values of that
---   first snapshot, the closest in time (attributes_from_first_snapshot = true); unlike the
---   current values, these never change afterwards, so the model stays incremental.
+-- grain: one row per event (as table events)
+-- purpose: every event with the attributes its user had when it happened. A snapshot (one per
+--   export, taken when the export was requested: snapshot_at) holds from its snapshot_at until
+--   the user's next snapshot; an event takes the snapshot that held at its timestamp. No snapshot
+--   covers the events before a user's first one (e.g. the whole first window): they take that
+--   first snapshot, the closest values in time (attributes_from_first_snapshot = true). Unlike
+--   the current values, these never change once built, so the model can be incremental.
 -- materialized: incremental
 -- time_column: timestamp
 -- lookback: 3 days
+-- load_column: export_id
 -- tests: not_null(insider_id), not_null(timestamp), not_null(attributes_from_first_snapshot)
 WITH intervals AS (
   SELECT
@@ -22,7 +24,8 @@ first_snapshot AS (
   FROM attributes_history
   GROUP BY insider_id
 )
--- events a snapshot covers: the values of that snapshot
+-- events a snapshot covers: the values of that snapshot (an equi + range join per branch, which
+-- every warehouse runs as a hash join; an OR of both cases would not be)
 SELECT
   e.*,
   iv.* EXCLUDE (insider_id, export_id, snapshot_at, valid_to),
@@ -34,7 +37,7 @@ JOIN intervals AS iv
   AND e.timestamp >= iv.snapshot_at
   AND e.timestamp < iv.valid_to
 UNION ALL
--- events before the user's first snapshot (or of users without any: no attributes)
+-- events before the user's first snapshot: that snapshot (users without any: NULL attributes)
 SELECT
   e.*,
   fs.* EXCLUDE (insider_id, export_id, snapshot_at, valid_to),

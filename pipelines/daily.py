@@ -105,7 +105,7 @@ def build_models(pipeline: dlt.Pipeline, options: ModelOptions) -> None:
                          log=progress.say)
     print(f"Models built in dataset '{pipeline.dataset_name}':")
     for r in results:
-        print(f"  {r.name:<22} {r.rows:>10} rows  {r.materialization}, "
+        print(f"  {r.name:<22} {r.rows:>10} rows  {r.materialization} ({r.detail}), "
               f"{r.tests_passed} tests passed")
 
 

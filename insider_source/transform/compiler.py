@@ -1,121 +1,95 @@
-"""Lint and compile a model for a warehouse.
+"""Compile a model (DuckDB dialect) into the SQL of the warehouse dlt loads into.
 
-``lint`` refuses constructs that sqlglot transpiles with a silently different meaning, or that a
-target warehouse lacks, each with ``file:line:col`` and the portable form to write instead.
-
-``compile_model`` turns the DuckDB-dialect SELECT into the target's SQL: every table qualified with
-the dataset, every identifier case-folded the way dlt stores it on that destination (upper case on
-Snowflake) and quoted, comments dropped, ``unsupported_level=RAISE`` so nothing is dropped quietly.
-The dialect and the case folding come from dlt's destination capabilities.
+A ``Target`` comes from dlt itself: the sqlglot dialect and the identifier case folding from the
+destination's capabilities, the dataset (and BigQuery's project) from the pipeline's SQL client,
+so names are exactly those dlt created (``"INSIDER"."EVENTS"`` on Snowflake,
+`` `insider`.`events` `` on BigQuery). ``compile_query`` qualifies every table the model reads
+with the dataset, folds and quotes every identifier, and writes the target dialect with
+``unsupported_level=RAISE``: sqlglot fails rather than drop what it cannot express.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 import sqlglot
-from dlt.common.destination.capabilities import DestinationCapabilitiesContext
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel
+from sqlglot.optimizer.scope import traverse_scope
 
-from insider_source.transform.errors import ModelError
-from insider_source.transform.project import Model, position
+from insider_source.exceptions import ConfigError
+from insider_source.transform.model import Model, Node
 
 DIALECTS = ("duckdb", "snowflake", "bigquery")
 
 
-def capabilities(dialect: str) -> DestinationCapabilitiesContext:
-    import dlt
+@dataclass(frozen=True)
+class Target:
+    """Where and how compiled SQL runs: dialect, identifier case, dataset path."""
 
-    if dialect not in DIALECTS:
-        raise ModelError(__import__("pathlib").Path("models"), 0, 0,
-                         f"unknown dialect {dialect!r}: use one of {', '.join(DIALECTS)}")
-    factory = getattr(dlt.destinations, dialect)
-    caps: DestinationCapabilitiesContext = factory().capabilities()
-    return caps
+    dialect: str  # sqlglot's
+    casefold: Callable[[str], str]
+    dataset: str  # folded, as stored
+    catalog: str | None = None  # folded; BigQuery's project, when known
 
+    @classmethod
+    def for_destination(cls, destination: str, dataset: str) -> Target:
+        """A target from dlt's capabilities of ``destination``, without a connection."""
+        import dlt
 
-def lint(model: Model) -> None:
-    """Raise ModelError at the first construct whose meaning is not portable."""
-    for node in model.tree.walk():
-        problem = _problem(node)
-        if problem:
-            line, col = position(node)
-            raise ModelError(model.path, line, col, problem)
+        if destination not in DIALECTS:
+            raise ConfigError("dialect", destination, f"use one of {', '.join(DIALECTS)}")
+        caps = getattr(dlt.destinations, destination)().capabilities()
+        return cls(caps.sqlglot_dialect or destination, caps.casefold_identifier,
+                   caps.casefold_identifier(dataset))
 
+    @classmethod
+    def for_client(cls, client: Any) -> Target:
+        """The target of an open dlt SQL client (``pipeline.sql_client()``)."""
+        caps = client.capabilities
+        *catalog, dataset = client.make_qualified_table_name_path(None, quote=False)
+        dialect = caps.sqlglot_dialect or client.credentials.drivername
+        return cls(dialect, caps.casefold_identifier, dataset, catalog[0] if catalog else None)
 
-def _problem(node: exp.Expression) -> str | None:
-    if isinstance(node, exp.Anonymous):
-        return (f"unknown function {node.name}(): sqlglot cannot translate it to other "
-                "warehouses; use a standard function (COALESCE, CASE, DATE_TRUNC('day', ...), "
-                "EXTRACT, STRING_AGG, ...)")
-    if isinstance(node, exp.UnixToTime) and node.args.get("scale") is not None:
-        return ("epoch_ms() means two things in DuckDB (milliseconds → timestamp, timestamp → "
-                "milliseconds) and transpiles as the first: write TO_TIMESTAMP(ms / 1000) for "
-                "milliseconds → timestamp, or CAST(EXTRACT(EPOCH FROM ts) * 1000 AS BIGINT) for "
-                "timestamp → milliseconds")
-    if isinstance(node, exp.TimestampTrunc | exp.DateTrunc):
-        unit = node.args.get("unit")
-        text = (unit.name if isinstance(unit, exp.Expression) else str(unit or "")).lower()
-        if text.startswith("week"):
-            return ("week truncation starts weeks on different days (DuckDB Monday, BigQuery "
-                    "Sunday, Snowflake per WEEK_START): truncate to 'day' and derive the week "
-                    "with EXTRACT(ISODOW FROM ...) , or aggregate weeks downstream")
-    if isinstance(node, exp.TryCast):
-        return ("TRY_CAST accepts only text input on Snowflake and fails on other types: use "
-                "CAST, or CASE WHEN ... THEN CAST(...) END for values that may not convert")
-    if isinstance(node, exp.DataType) and node.this in (exp.DataType.Type.DECIMAL,):
-        params = [int(p.name) for p in node.expressions if p.name.isdigit()]
-        if len(params) == 2 and (params[1] > 9 or params[0] > 38):
-            return (f"DECIMAL({params[0]}, {params[1]}): BigQuery NUMERIC allows scale up to 9 "
-                    "(precision 38); use DECIMAL(38, 9) or less, or DOUBLE")
-    if isinstance(node, exp.Identifier) and "." in node.name:
-        return (f'quoted dotted name "{node.name}": dlt stores {node.name} as '
-                f"{node.name.replace('.', '_')}; use that column name")
-    if isinstance(node, exp.Union) and node.args.get("by_name"):
-        return ("UNION ... BY NAME is DuckDB only: list the same columns in the same order in "
-                "every branch and use UNION ALL")
-    if isinstance(node, exp.Join) and (node.args.get("kind") or "").upper() == "ASOF":
-        return ("ASOF JOIN does not exist on BigQuery: join on a validity range instead "
-                "(LEAD() over the history for valid_to, then ts >= valid_from AND ts < valid_to)")
-    return None
+    def ident(self, name: str) -> exp.Identifier:
+        return exp.to_identifier(self.casefold(name), quoted=True)
+
+    def table(self, name: str) -> exp.Table:
+        return exp.Table(this=self.ident(name), db=exp.to_identifier(self.dataset, quoted=True),
+                         catalog=exp.to_identifier(self.catalog, quoted=True)
+                         if self.catalog else None)
+
+    def sql(self, node: Node) -> str:
+        """``node`` in the target dialect (single line), e.g. a qualified table or a literal."""
+        out: str = node.sql(dialect=self.dialect, unsupported_level=ErrorLevel.RAISE)
+        return out
 
 
-def compile_model(model: Model, dialect: str, dataset: str,
-                  caps: DestinationCapabilitiesContext | None = None) -> str:
-    """The model's SELECT in ``dialect``, tables qualified with ``dataset``."""
-    caps = caps or capabilities(dialect)
-    fold = caps.casefold_identifier
-    tree = model.tree.copy()
-    for table in tree.find_all(exp.Table):
-        if table.name in model.refs or table.name in model.sources:
-            table.set("db", exp.to_identifier(dataset))
-    for ident in tree.find_all(exp.Identifier):
-        ident.set("this", fold(ident.name))
-        ident.set("quoted", True)
+def compile_model(model: Model, target: Target) -> str:
+    """The model's SELECT for ``target``."""
     try:
-        sql: str = tree.sql(dialect=caps.sqlglot_dialect or dialect, identify=True,
-                            unsupported_level=ErrorLevel.RAISE, comments=False, pretty=True)
+        return compile_query(model.tree, target, {*model.refs, *model.sources}, pretty=True)
     except sqlglot.errors.UnsupportedError as e:
-        raise ModelError(model.path, 1, 1, f"cannot be written for {dialect}: {e}") from None
-    return sql
+        raise model.error(None, f"cannot be written for {target.dialect}: {e}") from None
 
 
-def qualified(name: str, dataset: str, caps: DestinationCapabilitiesContext,
-              dialect: str) -> str:
-    """``dataset.name`` as the warehouse stores it, quoted."""
-    table = exp.table_(caps.casefold_identifier(name), db=caps.casefold_identifier(dataset),
-                       quoted=True)
-    out: str = table.sql(dialect=caps.sqlglot_dialect or dialect)
-    return out
-
-
-def column(name: str, caps: DestinationCapabilitiesContext, dialect: str) -> str:
-    out: str = exp.to_identifier(caps.casefold_identifier(name), quoted=True).sql(
-        dialect=caps.sqlglot_dialect or dialect)
-    return out
-
-
-def literal(value: Any, dialect: str) -> str:
-    out: str = exp.convert(value).sql(dialect=dialect)
+def compile_query(tree: Node, target: Target, tables: Collection[str], *,
+                  pretty: bool = False) -> str:
+    """``tree`` (DuckDB dialect) for ``target``: the named ``tables`` qualified with the dataset
+    (CTE names are left alone), identifiers folded and quoted, comments dropped."""
+    tree = tree.copy()
+    # the scopes' sources are the real tables, never a CTE that happens to share a name
+    found = [source for scope in traverse_scope(tree) for source in scope.sources.values()
+             if isinstance(source, exp.Table) and source.name in tables]
+    for table in found:
+        table.set("db", exp.to_identifier(target.dataset))
+        if target.catalog:
+            table.set("catalog", exp.to_identifier(target.catalog))
+    for ident in tree.find_all(exp.Identifier):
+        ident.set("this", target.casefold(ident.name))
+        ident.set("quoted", True)
+    out: str = tree.sql(dialect=target.dialect, identify=True, comments=False, pretty=pretty,
+                        unsupported_level=ErrorLevel.RAISE)
     return out

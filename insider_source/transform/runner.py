@@ -1,60 +1,74 @@
-"""Build models in the warehouse after a load, and run their tests.
+"""Build the models after a load (``run_models``) or print their SQL (``compile_models``).
 
-For each selected model, in dependency order: lint, compile for the pipeline's destination, then
-
-- ``view``: ``CREATE OR REPLACE VIEW``;
-- ``table``: ``CREATE OR REPLACE TABLE ... AS``;
-- ``incremental``: the first time (or with ``full_refresh``, or when the model's columns changed)
-  like ``table``; afterwards delete + insert, in one transaction, of the rows whose
-  ``time_column`` is at or after the table's latest value minus ``lookback``. Rows older than
-  that must not depend on data loaded later (write models that way; ``--full-refresh`` otherwise).
-
-Then its tests run as SELECTs of failing rows (``unique``, ``not_null``, ``accepted_values``,
-``relationships``); any failing row fails the run with a sample. Everything goes through
-``pipeline.sql_client()``, so it runs wherever dlt loaded.
+``run_models``: read every model (model.py), resolve what each reads against the dlt schema and
+order them (graph.py), lint them all (lint.py) and compile the selected ones for the pipeline's
+destination (compiler.py): any problem stops the run before anything is built (``ModelError``,
+exit 2). Then, in dependency order, each is materialized (materialize.py) and tested (checks.py).
+A model that fails to build or fails a test does not stop the others, but the models downstream of
+it are not built; at the end every failure is raised together (``ModelRunError``, exit 1).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import dlt
-from sqlglot import exp
 
-from insider_source.transform.compiler import column, compile_model, lint, qualified
-from insider_source.transform.errors import ModelError, ModelRunError
-from insider_source.transform.project import Model, ModelTest, discover, resolve, select
+from insider_source import settings as s
+from insider_source.transform.checks import run_tests
+from insider_source.transform.compiler import Target, compile_model
+from insider_source.transform.errors import Failure, ModelError, ModelRunError
+from insider_source.transform.graph import (
+    SourceTables,
+    downstream_of,
+    infer_columns,
+    order,
+    resolve,
+    select_models,
+)
+from insider_source.transform.lint import lint
+from insider_source.transform.materialize import StatementFailed, Warehouse
+from insider_source.transform.model import DEFAULT_MODELS_DIR, Model, discover
 
-SAMPLE_ROWS = 5
+# The tables the Insider source loads, for compiling without a pipeline (columns unknown there).
+SOURCE_TABLES = ("events", "attributes", "attributes_history", "exports", "exports__files")
 
 
 @dataclass
 class ModelResult:
+    """One model built and tested."""
+
     name: str
-    materialization: str  # what was done: view, table, incremental, full refresh
+    materialization: str  # view | table | incremental
     rows: int
     seconds: float
     tests_passed: int
+    detail: str = ""  # what was done: "first build", "incremental since ...", "full refresh"
 
 
-def source_tables(pipeline: dlt.Pipeline) -> set[str]:
-    if not pipeline.default_schema_name:
-        return set()
-    return {name for name, table in pipeline.default_schema.tables.items()
-            if not name.startswith("_dlt") and table.get("columns")}
-
-
-def prepare(models_dir: Path | None, tables: set[str]) -> dict[str, Model]:
+def load_project(models_dir: Path | None, sources: SourceTables) -> dict[str, Model]:
+    """Every model, parsed, resolved against ``sources`` and linted (all before any build)."""
     models = discover(models_dir)
-    resolve(models, tables)
+    resolve(models, sources)
     for model in models.values():
         lint(model)
+    infer_columns(models, order(models), sources)
     return models
+
+
+def loaded_tables(pipeline: dlt.Pipeline) -> dict[str, frozenset[str] | None]:
+    """The tables of the pipeline's schema with their columns; restores the schema from the
+    destination on a machine that has no local pipeline state yet."""
+    if not pipeline.default_schema_name:
+        pipeline.sync_destination()
+    if not pipeline.default_schema_name:
+        return {}
+    return {name: frozenset(table["columns"])
+            for name, table in pipeline.default_schema.tables.items()
+            if not name.startswith("_dlt") and table.get("columns")}
 
 
 def run_models(
@@ -65,135 +79,92 @@ def run_models(
     models_dir: Path | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[ModelResult]:
-    """Build the selected models (all by default) and run their tests; see the module doc."""
-    say = log or (lambda _msg: None)
-    tables = source_tables(pipeline)
+    """Build the selected models (all by default) in dependency order and run their tests.
+
+    Args:
+        pipeline: the dlt pipeline that loaded the data; models go into its dataset.
+        select: ``NAME``, ``NAME+`` (and what depends on it), ``+NAME`` (and what it needs).
+        full_refresh: rebuild incremental models from scratch.
+        models_dir: where the ``*.sql`` models are; the repository's ``models/`` by default.
+        log: called with one line per model built.
+
+    Returns:
+        One ModelResult per model built, in build order.
+
+    Raises:
+        ModelError: a model cannot be built as written (exit code 2); nothing was built.
+        ConfigError: an unknown ``--select`` name (exit code 2).
+        ModelRunError: the warehouse refused a model or a test failed (exit code 1).
+    """
+    say = log or (lambda _line: None)
+    tables = loaded_tables(pipeline)
     if not tables:
-        raise ModelError(models_dir or Path("models"), 0, 0,
-                         "no loaded tables yet: run the daily job first")
-    models = prepare(models_dir, tables)
-    names = _select(models, select)
-    results = []
+        raise ModelError(models_dir or DEFAULT_MODELS_DIR, 0, 0,
+                         f"pipeline {pipeline.pipeline_name} has loaded no tables yet: run the "
+                         "daily job first")
+    models = load_project(models_dir, tables)
+    names = select_models(models, select)
+    results: list[ModelResult] = []
+    failures: list[Failure] = []
+    blocked: set[str] = set()
     with pipeline.sql_client() as client:
-        builder = _Builder(pipeline, client, models)
+        warehouse = Warehouse(client, Target.for_client(client))
+        # everything is compiled before anything is built: a model sqlglot cannot write for this
+        # warehouse stops the run with nothing changed
+        compiled = {name: compile_model(models[name], warehouse.target) for name in names}
         for name in names:
-            started = time.monotonic()
-            how = builder.build(models[name], full_refresh)
-            rows = builder.count(name)
-            passed = builder.test(models[name])
-            result = ModelResult(name, how, rows, time.monotonic() - started, passed)
-            say(f"model {name}: {how}, {rows} rows, {passed} tests passed "
-                f"({result.seconds:.2f}s)")
+            if name in blocked:
+                continue
+            try:
+                result = _build_and_test(warehouse, models[name], compiled[name], full_refresh)
+            except _ModelFailed as e:
+                skipped = sorted(downstream_of(models, name) & set(names) - blocked)
+                blocked.update(skipped)
+                failures.append(Failure(name, str(e), tuple(skipped)))
+                say(f"model {name}: FAILED: {e}")
+                continue
             results.append(result)
+            say(f"model {name}: {result.detail}, {result.rows} rows, {result.tests_passed} "
+                f"tests passed ({result.seconds:.2f}s)")
+    if failures:
+        raise ModelRunError(failures, results)
     return results
 
 
-def _select(models: dict[str, Model], selectors: list[str] | None) -> list[str]:
-    return select(models, selectors)
+class _ModelFailed(Exception):
+    pass
 
 
-class _Builder:
-    def __init__(self, pipeline: dlt.Pipeline, client: Any, models: dict[str, Model]) -> None:
-        self.client = client
-        self.models = models
-        self.caps = pipeline.destination.capabilities()
-        self.dialect = self.caps.sqlglot_dialect or pipeline.destination.destination_name
-        self.dataset = pipeline.dataset_name
-
-    def q(self, name: str) -> str:
-        return qualified(name, self.dataset, self.caps, self.dialect)
-
-    def c(self, name: str) -> str:
-        return column(name, self.caps, self.dialect)
-
-    def execute(self, model: Model, sql: str) -> Any:
-        try:
-            return self.client.execute_sql(sql)
-        except Exception as e:  # noqa: BLE001 - the warehouse's own message, with the model
-            raise ModelRunError(f"model {model.name} ({model.path}): the warehouse refused it: "
-                                f"{str(e).strip()[:600]}") from None
-
-    def exists(self, name: str) -> bool:
-        try:
-            self.client.execute_sql(f"SELECT 1 FROM {self.q(name)} WHERE 1 = 0")
-            return True
-        except Exception:  # noqa: BLE001 - absent
-            return False
-
-    def columns_of(self, model: Model, sql: str) -> list[str]:
-        with self.client.execute_query(f"SELECT * FROM ({sql}) AS m WHERE 1 = 0") as cur:
-            return [d[0] for d in cur.description]
-
-    def build(self, model: Model, full_refresh: bool) -> str:
-        sql = compile_model(model, self.dialect, self.dataset, self.caps)
-        target = self.q(model.name)
-        if model.materialized == "view":
-            self.execute(model, f"CREATE OR REPLACE VIEW {target} AS\n{sql}")
-            return "view"
-        if model.materialized == "table" or full_refresh or not self.exists(model.name):
-            self.execute(model, f"CREATE OR REPLACE TABLE {target} AS\n{sql}")
-            return "table" if model.materialized == "table" else "incremental (full refresh)"
-        return self.incremental(model, sql, target)
-
-    def incremental(self, model: Model, sql: str, target: str) -> str:
-        time_col = self.c(model.config["time_column"])
-        have = self.columns_of(model, f"SELECT * FROM {target}")
-        want = self.columns_of(model, sql)
-        latest = self.execute(model, f"SELECT MAX({time_col}) FROM {target}")[0][0]
-        if set(have) != set(want) or latest is None:
-            self.execute(model, f"CREATE OR REPLACE TABLE {target} AS\n{sql}")
-            return "incremental (full refresh: columns changed or table empty)"
-        cutoff = latest - dt.timedelta(days=model.lookback_days)
-        since = exp.cast(exp.Literal.string(cutoff.isoformat()),
-                         "TIMESTAMPTZ").sql(dialect=self.dialect)
-        where = f"{time_col} >= {since}"
-        cols = ", ".join(self.c(c) for c in want)
-        with self.client.begin_transaction():
-            self.execute(model, f"DELETE FROM {target} WHERE {where}")
-            self.execute(model, f"INSERT INTO {target} ({cols})\nSELECT {cols} FROM (\n{sql}\n) "
-                                f"AS m WHERE {where}")
-        return f"incremental (since {cutoff:%Y-%m-%d %H:%M})"
-
-    def count(self, name: str) -> int:
-        return int(self.client.execute_sql(f"SELECT COUNT(*) FROM {self.q(name)}")[0][0])
-
-    def test(self, model: Model) -> int:
-        failures = []
-        tests = model.tests
-        for t in tests:
-            rows = self.execute(model, self.failing_rows(model, t) + f" LIMIT {SAMPLE_ROWS}")
-            if rows:
-                sample = "; ".join(repr(tuple(r))[:200] for r in rows)
-                failures.append(f"{t}: failing rows (up to {SAMPLE_ROWS}): {sample}")
-        if failures:
-            raise ModelRunError(f"model {model.name}: {len(failures)} of {len(tests)} tests "
-                                "failed: " + " | ".join(failures))
-        return len(tests)
-
-    def failing_rows(self, model: Model, t: ModelTest) -> str:
-        table, col = self.q(model.name), self.c(t.column)
-        if t.kind == "unique":
-            return (f"SELECT {col}, COUNT(*) AS n FROM {table} WHERE {col} IS NOT NULL "
-                    f"GROUP BY {col} HAVING COUNT(*) > 1")
-        if t.kind == "not_null":
-            return f"SELECT * FROM {table} WHERE {col} IS NULL"
-        if t.kind == "accepted_values":
-            values = ", ".join(exp.Literal.string(v).sql(dialect=self.dialect)
-                               for v in t.values)
-            return f"SELECT {col} FROM {table} WHERE {col} NOT IN ({values})"
-        assert t.to_model and t.to_column
-        other, other_col = self.q(t.to_model), self.c(t.to_column)
-        return (f"SELECT m.{col} FROM {table} AS m LEFT JOIN {other} AS o "
-                f"ON m.{col} = o.{other_col} WHERE m.{col} IS NOT NULL AND o.{other_col} IS NULL")
+def _build_and_test(warehouse: Warehouse, model: Model, sql: str,
+                    full_refresh: bool) -> ModelResult:
+    started = time.monotonic()
+    try:
+        detail = warehouse.build(model, sql, full_refresh)
+        rows = warehouse.count(model.name)
+    except StatementFailed as e:
+        raise _ModelFailed(f"the warehouse refused it ({model.path}): {e}") from None
+    try:
+        outcomes = run_tests(warehouse, model)
+    except StatementFailed as e:
+        raise _ModelFailed(f"a test could not run (does the column exist?): {e}") from None
+    failed = [o for o in outcomes if o.failing]
+    if failed:
+        raise _ModelFailed(f"{len(failed)} of {len(outcomes)} tests failed: "
+                           + " | ".join(str(o) for o in failed))
+    return ModelResult(model.name, model.materialized, rows, time.monotonic() - started,
+                       len(outcomes), detail)
 
 
-def compile_models(dialect: str, *, dataset: str = "insider", models_dir: Path | None = None,
+def compile_models(dialect: str, *, dataset: str = s.DATASET_NAME,
+                   models_dir: Path | None = None,
                    select: list[str] | None = None) -> dict[str, str]:
-    """Each selected model's SQL for ``dialect`` (duckdb, snowflake, bigquery)."""
-    from insider_source.transform.compiler import capabilities
+    """Each selected model's SQL for ``dialect`` (``duckdb``, ``snowflake`` or ``bigquery``), in
+    build order, without a connection. Tables are qualified with ``dataset``; the columns of
+    loaded tables are not checked (no schema here), everything else is.
 
-    caps = capabilities(dialect)
-    raw = {"events", "attributes", "attributes_history", "exports", "exports__files"}
-    models = prepare(models_dir, raw)
-    names = _select(models, select)
-    return {n: compile_model(models[n], dialect, dataset, caps) for n in names}
+    Raises:
+        ModelError, ConfigError: as ``run_models``, before anything is compiled.
+    """
+    target = Target.for_destination(dialect, dataset)
+    models = load_project(models_dir, dict.fromkeys(SOURCE_TABLES))
+    return {n: compile_model(models[n], target) for n in select_models(models, select)}
