@@ -105,7 +105,9 @@ def build_models(pipeline: dlt.Pipeline, options: ModelOptions) -> None:
                          log=progress.say)
     print(f"Models built in dataset '{pipeline.dataset_name}':")
     for r in results:
-        print(f"  {r.name:<22} {r.rows:>10} rows  {r.materialization} ({r.detail}), "
+        how = r.materialization + (f" ({r.detail})" if r.detail not in ("", r.materialization)
+                                   else "")
+        print(f"  {r.name:<22} {r.rows:>10} rows  {how}, "
               f"{r.tests_passed} tests passed")
 
 
@@ -169,7 +171,8 @@ def run_configured(backfill: tuple[dt.date, dt.date] | None = None,
     db = getattr(creds, "database", None) if pipeline.destination.destination_name == "duckdb" \
         else None
     print_summary(result, pipeline, db)
-    if result.status == "loaded" or models.full_refresh:
+    if (result.status == "loaded" or models.full_refresh) and dlt.config.get(
+            "insider_daily.models", bool) is not False:
         build_models(pipeline, models)
     return EXIT_OK
 

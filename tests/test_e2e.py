@@ -256,3 +256,19 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     db = tmp_path / "demo" / "insider_demo.duckdb"
     assert query(db, "SELECT count(*) FROM insider.events")[0][0] > 1000
     assert query(db, "SELECT count(DISTINCT event_name) FROM insider.events")[0][0] == 4
+
+
+def test_models_are_built_after_a_load_unless_turned_off(sim: Any, tmp_path: Path) -> None:
+    env = cli_env(sim, tmp_path / "a.duckdb", initial_start_date=None)
+    built = run_cli(env)
+    assert built.returncode == 0, built.stderr
+    assert "Models built" in built.stdout and "user_summary" in built.stdout
+    sim.set_now(sim.now() + dt.timedelta(days=1))
+    off = cli_env(sim, tmp_path / "b.duckdb", initial_start_date=None)
+    off["INSIDER_DAILY__MODELS"] = "false"
+    off["DLT_DATA_DIR"] = str(tmp_path / "other")
+    loaded_only = run_cli(off)
+    assert loaded_only.returncode == 0, loaded_only.stderr
+    assert "Loaded export" in loaded_only.stdout and "Models built" not in loaded_only.stdout
+    assert not query(tmp_path / "b.duckdb", "SELECT count(*) FROM information_schema.tables "
+                                            "WHERE table_name = 'user_summary'")[0][0]
