@@ -39,17 +39,10 @@ sys.path.insert(0, str(ROOT))
 import duckdb  # noqa: E402
 import requests  # noqa: E402
 
+from insider_source.simulator import DEMO_EVENTS as EVENTS  # noqa: E402
 from insider_source.simulator import Simulator  # noqa: E402
 from insider_source.simulator.catalog import EVENT_WEIGHTS  # noqa: E402
 
-EVENTS = [
-    {"event_name": "purchase",
-     "params": ["product_id", "product_name", "unit_price", "currency", "quantity",
-                "custom.gift_wrap"]},
-    {"event_name": "item_added_to_cart", "params": ["product_id", "unit_price", "currency"]},
-    {"event_name": "email_open", "params": ["campaign_id", "custom.campaign_variant"]},
-    {"event_name": "session_start", "params": ["device_type"]},
-]
 ATTRIBUTES = ["name", "email", "age", "country", "email_optin", "created_date",
               "custom.loyalty_tier", "custom.lifetime_value"]
 MiB = 1 << 20

@@ -332,11 +332,9 @@ class _Run:
             record.note = "failed; the same window is submitted again"
             rows = [record.to_dict()]
             self.finish(rows, patch)
-            note = (f"Export {record.export_id} for {record.window} ended failed"
-                    f" ({record.error or 'no reason given'}); it is recorded in the exports "
-                    "table and its window is submitted again.")
-            self.notes.append(note)
-            self.progress.say(note)
+            self.tell(f"Export {record.export_id} for {record.window} ended failed"
+                      f" ({record.error or 'no reason given'}); it is recorded in the exports "
+                      "table and its window is submitted again.")
             if self.failed >= s.MAX_FAILED_PER_RUN:
                 raise ExportOutcomeError(
                     record.export_id, "failed",
@@ -355,11 +353,9 @@ class _Run:
                                      for p in pieces]
         patch["queue"] = [queue_entry(p, note) for p in pieces] + without(queue, record.window)
         self.finish(rows, patch)
-        msg = (f"Export {record.export_id} for {record.window} was rejected (estimated volume "
-               f"over Insider's limits); the window is split into {halves}, exported one after "
-               "the other.")
-        self.notes.append(msg)
-        self.progress.say(msg)
+        self.tell(f"Export {record.export_id} for {record.window} was rejected (estimated volume "
+                  f"over Insider's limits); the window is split into {halves}, exported one "
+                  "after the other.")
 
     def vanished(self, record: ExportRecord, error: ExportNotFound) -> None:
         """The server no longer knows the export (ids and URLs expire): plan its window again."""
@@ -369,12 +365,15 @@ class _Run:
         record.note = "gone before it was loaded; its window is planned again"
         shutil.rmtree(export_dir(self.pipeline, record.export_id), ignore_errors=True)
         self.finish([record.to_dict()], {"inflight": None, "ended": self.ended_ids(record)})
-        msg = (f"Export {record.export_id} for {record.window} is gone on Insider's side "
-               "before it was loaded; its window is submitted again.")
-        self.notes.append(msg)
-        self.progress.say(msg)
+        self.tell(f"Export {record.export_id} for {record.window} is gone on Insider's side "
+                  "before it was loaded; its window is submitted again.")
         if self.gone > 1:
             raise error
+
+    def tell(self, note: str) -> None:
+        """Say it now, and again in the run's summary."""
+        self.notes.append(note)
+        self.progress.say(note)
 
     def ended_ids(self, record: ExportRecord) -> list[str]:
         """Ids of exports that ended without data: a local journal naming one is stale."""

@@ -43,14 +43,6 @@ from insider_source.exceptions import (  # noqa: E402
 from insider_source.job import RunResult, run_export  # noqa: E402
 
 DEMO_DIR = ROOT / "demo_data"
-DEMO_EVENTS = [
-    {"event_name": "purchase",
-     "params": ["product_id", "product_name", "unit_price", "currency", "quantity",
-                "custom.gift_wrap"]},
-    {"event_name": "item_added_to_cart", "params": ["product_id", "unit_price", "currency"]},
-    {"event_name": "email_open", "params": ["campaign_id", "custom.campaign_variant"]},
-    {"event_name": "session_start", "params": ["device_type"]},
-]
 
 
 def make_pipeline(name: str = s.PIPELINE_NAME, duckdb_path: str | None = None,
@@ -112,7 +104,7 @@ def build_models(pipeline: dlt.Pipeline, options: ModelOptions) -> None:
 
 
 def run_demo(fmt: str, demo_dir: Path) -> int:
-    from insider_source.simulator import Simulator
+    from insider_source.simulator import DEMO_EVENTS, Simulator
 
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")  # the demo stays offline
     demo_dir.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ account's registered attributes, events and event parameters.
 
 from __future__ import annotations
 
-from insider_source.simulator.catalog import CATALOG
+from insider_source.simulator.catalog import CATALOG, DEMO_EVENTS
 from insider_source.simulator.server import Faults, Simulator
 
-__all__ = ["CATALOG", "Faults", "Simulator"]
+__all__ = ["CATALOG", "DEMO_EVENTS", "Faults", "Simulator"]

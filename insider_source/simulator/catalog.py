@@ -118,3 +118,14 @@ CATALOG = Catalog(
     events={name: dict(params) for name, params in EVENTS.items()},
     internal_codes=INTERNAL_CODES,
 )
+
+
+# A typical request over the simulated account's event types (the demo and the benchmarks).
+DEMO_EVENTS: list[dict[str, object]] = [
+    {"event_name": "purchase",
+     "params": ["product_id", "product_name", "unit_price", "currency", "quantity",
+                "custom.gift_wrap"]},
+    {"event_name": "item_added_to_cart", "params": ["product_id", "unit_price", "currency"]},
+    {"event_name": "email_open", "params": ["campaign_id", "custom.campaign_variant"]},
+    {"event_name": "session_start", "params": ["device_type"]},
+]

@@ -444,6 +444,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _xml(self, status: int, code: str, message: str) -> None:
         self._send(status, _xml_error(code, message), "application/xml")
 
+    def _drop_connection(self) -> None:
+        """Close the socket mid-exchange, as a failing network or proxy would."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
@@ -498,11 +506,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.sim.faults.take("status_drops"):
             self._record(0)
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self._drop_connection()
             return
         status, obj, headers = self.sim._status(unquote(m.group(1)))
         self._json(status, obj, headers)
@@ -597,8 +601,4 @@ class _Handler(BaseHTTPRequestHandler):
                 budget -= len(chunk)
         if drop is not None and drop < length:
             self.wfile.flush()
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self._drop_connection()
