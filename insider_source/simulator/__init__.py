@@ -1,7 +1,8 @@
-"""A local simulator of Insider One's Raw Export v2 API, served over real HTTP on 127.0.0.1.
+"""A local simulator of Insider One's Raw Export v2 and v1 APIs, served over real HTTP on 127.0.0.1.
 
-``Simulator`` runs the server; ``Faults`` switches failures on; ``CATALOG`` lists the simulated
-account's registered attributes, events and event parameters.
+``Simulator`` runs the server (v2 export/status, v1 export with webhook delivery, signed
+storage); ``Faults`` switches failures on; ``CATALOG`` lists the simulated account's registered
+attributes, events and event parameters. See ``server.py`` and ``v1.py`` for the contracts.
 """
 
 from __future__ import annotations

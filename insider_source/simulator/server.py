@@ -1,16 +1,32 @@
-"""A local HTTP simulator of Insider One's Raw Export v2 API (and its signed file storage).
+"""A local HTTP simulator of Insider One's Raw Export v2 and v1 APIs (and signed file storage).
 
 Endpoints (all on ``127.0.0.1``):
 
 - ``POST /api/raw/v2/export``: validate, apply the daily quota, accept → ``{"export_id"}``.
 - ``GET /api/raw/v2/export/{export_id}``: ``processing`` for the first ``processing_polls`` polls,
   then ``completed`` (manifest with signed URLs), ``failed`` or ``rejected``.
-- ``GET /storage/{export_id}/{file}?X-Amz-Date&X-Amz-Expires&X-Amz-Signature``: the signed,
-  expiring, ``Range``-capable download of one file (no API headers needed).
-- ``POST /hook``: accepts webhook deliveries pointed at the simulator (nothing is ever sent).
+- ``POST /api/raw/v1/export``: validate (``v1.py``), apply v1's own daily quota (one request
+  per partner per UTC day; 400s do not count), accept → ``{"message": "export request
+  accepted"}`` (no id). One file ``<partner>-<YYYYMMDD>-<n>.<csv|parquet|json>`` is written in
+  the background; ``hook_delay_seconds`` later its signed URL is POSTed to the request's
+  ``hook`` as ``{"url": ...}`` (``faults.v1_deliveries`` copies; Insider never retries).
+- ``GET /storage/{id}/{file}?X-Amz-Date&X-Amz-Expires&X-Amz-Signature``: the signed,
+  expiring, ``Range``-capable download of one file of a v2 export or a v1 request (no API
+  headers needed).
+- ``POST /hook``: accepts webhook deliveries pointed at the simulator (and ignores them).
+
+Webhooks are only sent to loopback hosts (``127.0.0.1``, ``localhost``, ``::1``), exactly to the
+URL given (query string kept), as JSON with a short timeout; every attempt, sent or not, is
+recorded in ``Simulator.deliveries``. v2 exports POST their final status body (the one the
+status endpoint answers) to their hook only with ``deliver_v2_hooks=True``; polling works either
+way. ``faults.hook_failures`` drops the next deliveries (v1 or v2) without sending them.
 
 Files are generated on a background thread from submission; the status endpoint never reports
 ``completed`` before they are written. Nothing secret is logged.
+
+Inspection: ``submissions``, ``ground_truth(export_id)``, ``manifest``, ``file_bytes`` (v2);
+``v1_requests``, ``v1_ground_truth(id)``, ``v1_file_bytes(id)`` (v1); ``deliveries`` and
+``wait_for_deliveries(n)`` (webhooks); ``request_log`` (every HTTP request served).
 """
 
 from __future__ import annotations
@@ -33,7 +49,9 @@ from dataclasses import dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError, URLError
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.request import ProxyHandler, Request, build_opener
 
 import pyarrow as pa
 
@@ -46,11 +64,21 @@ from insider_source.simulator.output import (
     ground_truth,
     write_export,
 )
+from insider_source.simulator.v1 import (
+    V1Request,
+    parse_v1_request,
+    v1_file_name,
+    v1_ground_truth,
+    write_v1_file,
+)
 from insider_source.simulator.validation import BadRequest, parse_request
 
 log = logging.getLogger(__name__)
 
 EXPORT_PATH = "/api/raw/v2/export"
+V1_EXPORT_PATH = "/api/raw/v1/export"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+HOOK_TIMEOUT_SECONDS = 2.0
 STORAGE_PREFIX = "/storage/"
 READY_WAIT_SECONDS = 20.0
 STREAM_CHUNK_BYTES = 256 * 1024
@@ -88,6 +116,10 @@ class Faults:
     delayed_downloads: int | None = None  # with download_delay_seconds: only the next N (None: all)
     expired_downloads: int = 0  # next N storage GETs answer 403 "Request has expired"
     status_raw: bytes | None = None  # serve this 200 body for every status GET while set
+    # copies of each v1 webhook delivery: 0 = lost, 2 = duplicated (the second with a freshly
+    # signed URL for the same file)
+    v1_deliveries: int = 1
+    hook_failures: int = 0  # next N webhook deliveries (v1 or v2) are dropped, never sent
 
     def take(self, name: str) -> bool:
         """Consume one firing of counter ``name``; False when it is at zero."""
@@ -126,8 +158,21 @@ class _Export:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+@dataclass
+class _V1Export:
+    export_id: str
+    job: ExportJob
+    spec: V1Request
+    directory: Path
+    name: str
+    quota_key: tuple[str, dt.date]
+    file: FileEntry | None = None
+    error: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
 class Simulator:
-    """Insider Raw Export v2 over real HTTP on 127.0.0.1 (see the module docstring)."""
+    """Insider Raw Export v2 and v1 over real HTTP on 127.0.0.1 (see the module docstring)."""
 
     def __init__(
         self,
@@ -143,6 +188,8 @@ class Simulator:
         url_ttl_seconds: int = 86400,
         now: Callable[[], dt.datetime] | None = None,
         failed_exports_use_quota: bool = False,
+        hook_delay_seconds: float = 0.2,
+        deliver_v2_hooks: bool = False,
     ) -> None:
         if timestamp_format not in TIMESTAMP_FORMATS:
             raise ValueError(f"timestamp_format must be one of {TIMESTAMP_FORMATS}")
@@ -162,8 +209,12 @@ class Simulator:
         # Accepted exports that end failed/rejected give the day's quota back (as Insider's
         # "non-success requests do not count"); True makes them use it up.
         self.failed_exports_use_quota = failed_exports_use_quota
+        self.hook_delay_seconds = hook_delay_seconds  # file written → webhook POST
+        self.deliver_v2_hooks = deliver_v2_hooks
         self.submissions: list[dict[str, Any]] = []
         self.request_log: list[dict[str, Any]] = []
+        self.v1_requests: list[dict[str, Any]] = []
+        self.deliveries: list[dict[str, Any]] = []
         self.base_url: str | None = None
         self._clock = now
         self._fixed_now: dt.datetime | None = None
@@ -172,6 +223,11 @@ class Simulator:
         self._exports: dict[str, _Export] = {}
         self._quota: set[tuple[str, dt.date]] = set()
         self._counter = 0
+        self._v1: dict[str, _V1Export] = {}
+        self._v1_quota: set[tuple[str, dt.date]] = set()
+        self._v1_counter = 0
+        self._workers: list[threading.Thread] = []
+        self._delivered = threading.Condition(self._lock)
         self._secret = secrets.token_bytes(32)
         self._cancel = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -206,8 +262,11 @@ class Simulator:
             self._thread.join(timeout=10)
         with self._lock:
             pending = [e for e in self._exports.values() if not e.done.is_set()]
+            workers, self._workers = list(self._workers), []
         for e in pending:
             e.done.wait(timeout=10)
+        for t in workers:
+            t.join(timeout=10)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
         self._server = None
@@ -267,7 +326,77 @@ class Simulator:
                 exp.outcome = self._decide(exp)
         return self._body(exp)
 
+    def _v1_export(self, v1_id: str) -> _V1Export:
+        with self._lock:
+            if v1_id not in self._v1:
+                raise KeyError(f"unknown v1 request {v1_id}")
+            return self._v1[v1_id]
+
+    def v1_ground_truth(self, v1_id: str) -> dict[str, pa.Table]:
+        """The rows of a v1 request's file in v2 shape: ``{"attributes", "events"}``.
+
+        ``events``: the rows with an event (``insider_id``, ``event_name``, ``timestamp``,
+        ``source``, the requested parameters; public names, typed; a base column the event did
+        not ask for is NULL, as in the file). ``attributes``: one row per iid of the file.
+        """
+        exp = self._v1_export(v1_id)
+        return v1_ground_truth(exp.job, exp.spec)
+
+    def v1_file_bytes(self, v1_id: str) -> bytes:
+        """The bytes of a v1 request's file, as served (waits until it is written)."""
+        exp = self._v1_export(v1_id)
+        exp.done.wait(timeout=600)
+        if exp.file is None:
+            raise KeyError(f"v1 request {v1_id} has no file: {exp.error}")
+        return exp.file.path.read_bytes()
+
+    def wait_for_deliveries(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Wait until ``deliveries`` has at least ``count`` entries; return a copy of it."""
+        deadline = time.monotonic() + timeout
+        with self._delivered:
+            while len(self.deliveries) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{len(self.deliveries)} of {count} deliveries")
+                self._delivered.wait(left)
+            return list(self.deliveries)
+
     # -- internals ----------------------------------------------------------------------------
+
+    def _spawn(self, target: Callable[..., None], arg: Any, name: str) -> None:
+        t = threading.Thread(target=target, args=(arg,), name=name, daemon=True)
+        with self._lock:
+            self._workers = [w for w in self._workers if w.is_alive()]
+            self._workers.append(t)
+        t.start()
+
+    def _deliver(self, kind: str, hook: str, body: dict[str, Any]) -> None:
+        """POST ``body`` to ``hook`` (loopback only) and record the attempt."""
+        rec: dict[str, Any] = {"kind": kind, "hook": hook, "body": body, "status": None,
+                               "error": None}
+        try:
+            host = urlsplit(hook).hostname
+        except ValueError:
+            host = None
+        if self.faults.take("hook_failures"):
+            rec["error"] = "dropped"
+        elif host not in LOOPBACK_HOSTS:
+            rec["error"] = "not delivered: the hook host is not loopback"
+        else:
+            req = Request(hook, data=json.dumps(body).encode(), method="POST",
+                          headers={"Content-Type": "application/json"})
+            try:
+                with build_opener(ProxyHandler({})).open(
+                        req, timeout=HOOK_TIMEOUT_SECONDS) as resp:
+                    rec["status"] = resp.status
+            except HTTPError as e:
+                rec["status"], rec["error"] = e.code, f"HTTP {e.code}"
+            except (URLError, OSError, ValueError) as e:
+                reason = e.reason if isinstance(e, URLError) else e
+                rec["error"] = f"{type(e).__name__}: {reason}"
+        with self._delivered:
+            self.deliveries.append(rec)
+            self._delivered.notify_all()
 
     def _decide(self, exp: _Export) -> str:
         outcome = self._outcome(exp)
@@ -351,9 +480,63 @@ class Simulator:
             self._exports[export_id] = exp
             self.submissions.append({"export_id": export_id, "body": json.loads(body),
                                      "at": now})
-        threading.Thread(target=self._generate, args=(exp,), name=f"export-{export_id}",
-                         daemon=True).start()
+        self._spawn(self._generate, exp, f"export-{export_id}")
         return 200, {"export_id": export_id}
+
+    def _submit_v1(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        if self.faults.take("submit_errors"):
+            return 500, {"error": "internal server error"}
+        try:
+            spec = parse_v1_request(body)
+        except BadRequest as e:
+            return 400, {"error": e.message}
+        now = self.now()
+        with self._lock:
+            key = (self.partner_name, now.date())
+            if key in self._v1_quota:
+                return 429, {"error": "rejected: too many requests"}
+            self._v1_quota.add(key)
+            self._v1_counter += 1
+            v1_id = hashlib.sha256(
+                f"{self.seed}:{self.partner_name}:v1:{self._v1_counter}".encode()
+            ).hexdigest()[:16]
+            assert self._dir is not None
+            job = ExportJob(
+                export_id=v1_id, request=spec.request,
+                world=World(self.seed, self.users, self.events_per_user_day, dict(self._late)),
+                timestamp_format=self.timestamp_format,
+                attribute_chunk_rows=self.attribute_chunk_rows,
+                event_chunk_days=self.event_chunk_days,
+            )
+            name = v1_file_name(self.partner_name, now.date(), self._v1_counter, spec.format)
+            exp = _V1Export(v1_id, job, spec, self._dir / v1_id, name, key)
+            self._v1[v1_id] = exp
+            self.v1_requests.append({"id": v1_id, "body": json.loads(body),
+                                     "hook": spec.request.hook, "at": now, "file": name})
+        self._spawn(self._generate_v1, exp, f"v1-export-{v1_id}")
+        return 200, {"message": "export request accepted"}
+
+    def _generate_v1(self, exp: _V1Export) -> None:
+        try:
+            exp.file = write_v1_file(exp.job, exp.spec, exp.directory / exp.name, self._cancel)
+        except Cancelled:
+            exp.error = "cancelled: the simulator stopped"
+        except Exception as e:  # noqa: BLE001 - no file, no delivery (as a lost export)
+            log.exception("v1 export %s could not be generated", exp.export_id)
+            exp.error = f"internal error: {type(e).__name__}"
+        finally:
+            exp.done.set()
+        if exp.file is None:
+            with self._lock:
+                self._v1_quota.discard(exp.quota_key)  # failed requests don't count
+            return
+        if self._cancel.wait(max(0.0, self.hook_delay_seconds)):
+            return
+        for _ in range(max(0, self.faults.v1_deliveries)):
+            if self._cancel.is_set():
+                return
+            self._deliver("v1", exp.job.request.hook,
+                          {"url": self._sign(exp.export_id, exp.name)})
 
     def _generate(self, exp: _Export) -> None:
         try:
@@ -365,6 +548,13 @@ class Simulator:
             exp.error = f"internal error: {type(e).__name__}"
         finally:
             exp.done.set()
+        if not self.deliver_v2_hooks or self._cancel.wait(max(0.0, self.hook_delay_seconds)):
+            return
+        with self._lock:
+            if exp.outcome is None:
+                exp.outcome = self._decide(exp)
+            body = self._body(exp)
+        self._deliver("v2", exp.job.request.hook, body)
 
     def _status(self, export_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         if self.faults.take("status_429"):
@@ -390,6 +580,10 @@ class Simulator:
     def _storage_file(self, export_id: str, name: str) -> Path | None:
         with self._lock:
             exp = self._exports.get(export_id)
+            v1 = self._v1.get(export_id)
+        if v1 is not None:
+            f = v1.file
+            return f.path if f is not None and f.name == name else None
         if exp is None or exp.outcome != "completed":
             return None
         for f in exp.files:
@@ -474,20 +668,22 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routing ------------------------------------------------------------------------------
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
-        """Submit an export (or accept a webhook delivery)."""
+        """Submit a v2 or v1 export (or accept a webhook delivery)."""
         path = urlsplit(self.path).path
         body = self._read_body()
         if path == "/hook":
             self._json(200, {"ok": True})
             return
-        if path.rstrip("/") != EXPORT_PATH:
+        route = path.rstrip("/")
+        if route not in (EXPORT_PATH, V1_EXPORT_PATH):
             self._json(404, {"error": "not found"})
             return
         err = self._auth_error()
         if err is not None:
             self._json(err[0], {"error": err[1]})
             return
-        status, obj = self.sim._submit(body)
+        submit = self.sim._submit if route == EXPORT_PATH else self.sim._submit_v1
+        status, obj = submit(body)
         self._json(status, obj)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
@@ -579,8 +775,8 @@ class _Handler(BaseHTTPRequestHandler):
         drop = None if self.command == "HEAD" else self.sim.faults.take_drop()
         self._record(status)
         self.send_response(status)
-        ctype = ("text/csv; charset=utf-8" if file.suffix == ".csv"
-                 else "application/octet-stream")
+        ctype = {".csv": "text/csv; charset=utf-8", ".json": "application/x-ndjson"}.get(
+            file.suffix, "application/octet-stream")
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(length))
         if ranges:
