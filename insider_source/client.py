@@ -108,7 +108,7 @@ class InsiderClient:
     # -- endpoints -----------------------------------------------------------------------------
 
     def submit(self, body: dict[str, Any]) -> str:
-        """POST an export request and return its ``export_id``.
+        """POST a v2 export request and return its ``export_id``.
 
         Raises:
             RequestRejected: 400, with the server's message.
@@ -117,6 +117,18 @@ class InsiderClient:
             TransientError: the server kept failing, or the outcome is unknown.
         """
         path = s.EXPORT_PATH
+        data = self._post_export(path, body)
+        export_id = data.get("export_id") if isinstance(data, dict) else None
+        if not isinstance(export_id, str) or not export_id:
+            raise ManifestError(f"POST {path} answered 200 without an export_id: {data!r:.200}")
+        return export_id
+
+    def submit_v1(self, body: dict[str, Any]) -> None:
+        """POST a v1 export request. v1 answers 200 without an id: the file link arrives later
+        at the hook. Raises like ``submit``."""
+        self._post_export(s.EXPORT_PATH_V1, body)
+
+    def _post_export(self, path: str, body: dict[str, Any]) -> Any:
         for attempt in range(self.max_attempts):
             try:
                 resp = self._api.post(self.base_url + path, json=body, timeout=self.timeout)
@@ -144,11 +156,9 @@ class InsiderClient:
                 self._retry_wait("POST", path, attempt, f"HTTP {resp.status_code}", resp)
                 continue
             self._raise_for_status("POST", path, resp)
-            data = _json(resp, "POST", path)
-            export_id = data.get("export_id") if isinstance(data, dict) else None
-            if not isinstance(export_id, str) or not export_id:
-                raise ManifestError(f"POST {path} answered 200 without an export_id: {data!r:.200}")
-            return export_id
+            if not resp.content.strip():
+                return {}
+            return _json(resp, "POST", path)
         raise TransientError(f"POST {path} kept failing after {self.max_attempts} attempts; "
                              "nothing was submitted. Run again later.")
 

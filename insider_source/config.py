@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from dlt.common.configuration import configspec, resolve_configuration
 from dlt.common.configuration.exceptions import (
@@ -67,6 +67,7 @@ class InsiderConfiguration(BaseConfiguration):
     poll_interval_seconds: Any | None = None
     max_wait_seconds: Any | None = None
     backfill_window_days: Any | None = None
+    api_version: str | None = None
 
 
 @dataclass
@@ -89,6 +90,7 @@ class InsiderSettings:
     poll_interval_seconds: float = s.DEFAULT_POLL_INTERVAL_SECONDS
     max_wait_seconds: float = s.DEFAULT_MAX_WAIT_SECONDS
     backfill_window_days: int = s.DEFAULT_BACKFILL_WINDOW_DAYS
+    api_version: str = "v2"
 
     def __repr__(self) -> str:  # the dataclass repr would be fine (Secret hides), keep it short
         return f"InsiderSettings(partner_name={self.partner_name!r}, format={self.format!r}, ...)"
@@ -121,6 +123,7 @@ class _Validator:
     def __init__(self, raw: dict[str, Any]) -> None:
         self.raw = raw
         self.errors: list[ConfigError] = []
+        self.v1 = False
 
     def err(self, field_: str, value: object, fix: str) -> None:
         self.errors.append(ConfigError(field_, value, fix))
@@ -133,7 +136,10 @@ class _Validator:
         token = raw["request_token"]
         partner = self.partner(raw["partner_name"])
         base_url = self.url("base_url", raw.get("base_url") or s.DEFAULT_BASE_URL, "the API")
-        fmt = self.choice("format", raw.get("format") or "parquet", s.FORMATS)
+        api = self.choice("api_version", raw.get("api_version") or "v2", s.API_VERSIONS)
+        self.v1 = api == "v1"
+        fmt = self.choice("format", raw.get("format") or "parquet",
+                          s.FORMATS_V1 if self.v1 else s.FORMATS)
         user_source = self.choice("user_source", raw.get("user_source") or "segment",
                                   s.USER_SOURCES)
         segment_id = self.positive_int("segment_id", raw.get("segment_id"))
@@ -173,6 +179,8 @@ class _Validator:
             self.err("attributes", raw.get("attributes"),
                      "at least one of attributes or events is required, e.g. attributes = "
                      '["email", "custom.loyalty_tier"] or attributes = ["*"].')
+        if self.v1:
+            self.v1_rules(raw, user_source, get_tags)
         if self.errors:
             raise self.errors[0] if len(self.errors) == 1 else ConfigErrors(self.errors)
         return InsiderSettings(
@@ -180,8 +188,20 @@ class _Validator:
             format=fmt, user_source=user_source, segment_id=segment_id,
             postfilter_id=postfilter_id, attributes=attributes, events=events, get_tags=get_tags,
             initial_start_date=start, lookback_days=int(lookback), poll_interval_seconds=poll,
-            max_wait_seconds=max_wait, backfill_window_days=int(backfill_days),
+            max_wait_seconds=max_wait, backfill_window_days=int(backfill_days), api_version=api,
         )
+
+    def v1_rules(self, raw: dict[str, Any], user_source: str, get_tags: bool) -> None:
+        """What Raw Export v1 cannot do (the v2-only options)."""
+        if user_source != "segment":
+            self.err("user_source", user_source, "Raw Export v1 exports a segment only: set "
+                     "user_source = \"segment\" and segment_id, or use api_version = \"v2\".")
+        if raw.get("postfilter_id") is not None:
+            self.err("postfilter_id", raw.get("postfilter_id"), "Raw Export v1 has no "
+                     "post-filters: remove postfilter_id, or use api_version = \"v2\".")
+        if get_tags:
+            self.err("get_tags", True, "Raw Export v1 has no tags: set get_tags = false, or use "
+                     "api_version = \"v2\".")
 
     def fields(self) -> set[str]:
         return {e.field.split("[")[0].split(".")[0] for e in self.errors}
@@ -206,16 +226,25 @@ class _Validator:
         return v.rstrip("/")
 
     def hook(self, value: Any) -> str:
+        v1_fix = (" Raw Export v1 delivers its file link only to this hook: point it at the "
+                  "webhook inbox (python pipelines/webhook.py), e.g. "
+                  "\"https://hooks.example.com/insider-hook/<secret>\".")
         if value is None or value == "":
             self.err("hook", value, "Insider requires a webhook URL on every export; give one you "
-                     "control with scheme and host, e.g. hook = \"https://example.com/hook\" "
-                     "(this loader polls, so the hook may ignore deliveries).")
+                     "control with scheme and host, e.g. hook = \"https://example.com/hook\""
+                     + (v1_fix if self.v1 else " (this loader polls, so the hook may ignore "
+                        "deliveries)."))
             return ""
         v = str(value).strip()
         parts = urlsplit(v)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            self.err("hook", v, "the hook must include a scheme and host, e.g. "
-                     "\"https://example.com/insider-hook\".")
+            # the path may hold the inbox's secret: show scheme and host only
+            self.err("hook", hook_shown(v), "the hook must include a scheme and host (start "
+                     "with http:// or https://), e.g. \"https://example.com/insider-hook\"."
+                     + (v1_fix if self.v1 else ""))
+        elif "ref" in parse_qs(parts.query):
+            self.err("hook", hook_shown(v), "remove the 'ref' query parameter: the job adds its "
+                     "own to tell deliveries apart.")
         return v
 
     def choice(self, name: str, value: Any, allowed: tuple[str, ...]) -> str:
@@ -225,7 +254,7 @@ class _Validator:
             if v.lower() in allowed:
                 fix += f" (lowercase: {v.lower()!r})"
             if name == "format" and v.lower() == "json":
-                fix += "; Raw Export v2 has no JSON output"
+                fix += "; Raw Export v2 has no JSON output (v1 has: api_version = \"v1\")"
             self.err(name, value, fix + ".")
         return v
 
@@ -298,8 +327,8 @@ class _Validator:
         if not isinstance(value, str):
             self.err(where, value, f"each {kind} is a string public name, e.g. \"email\".")
             return False
-        if SELECTOR_OK(value):
-            return True
+        if SELECTOR_OK(value) or (self.v1 and s.SELECTOR_RE.match(value)):
+            return True  # v1 also takes raw c_<name> custom codes
         if value.startswith("c_"):
             fix = (f"raw c_ custom codes are rejected by v2; use the custom. namespace: "
                    f"'custom.{value[2:]}'.")
@@ -375,8 +404,8 @@ class _Validator:
             if not isinstance(filters, list):
                 filters = [filters]
             if len(filters) > 1:
-                self.err(f"{w}.filters", filters, "v2 allows at most one filter per event; keep "
-                         "one and filter the rest in the warehouse.")
+                self.err(f"{w}.filters", filters, "Insider allows at most one filter per event; "
+                         "keep one and filter the rest in the warehouse.")
             for j, f in enumerate(filters):
                 self.filter(f"{w}.filters[{j}]", f)
             out.append({"event_name": name, "params": list(params),
@@ -406,6 +435,21 @@ class _Validator:
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 self.err(f"{where}.values_url", f["values_url"],
                          "values_url is an http(s) URL of a file with one value per row.")
+
+
+def hook_shown(hook: str) -> str:
+    """A hook URL as it may be shown: its path can hold the webhook inbox's secret."""
+    parts = urlsplit(hook)
+    if not parts.scheme or not parts.netloc:
+        return "<hidden>"
+    return f"{parts.scheme}://{parts.netloc}/…"
+
+
+def hook_with_ref(hook: str, ref: str) -> str:
+    """The hook URL with ``ref=<ref>`` added: v1 deliveries carry no id, the hook URL does."""
+    parts = urlsplit(hook)
+    query = f"{parts.query}&" if parts.query else ""
+    return urlunsplit(parts._replace(query=query + urlencode({"ref": ref})))
 
 
 def SELECTOR_OK(value: str) -> bool:  # noqa: N802 - reads like a constant predicate
@@ -451,3 +495,34 @@ def build_request_body(cfg: InsiderSettings, window: Window) -> dict[str, Any]:
     if cfg.get_tags:
         body["get_tags"] = True
     return body
+
+
+def v1_selector(name: str) -> str:
+    """A public name as v1 takes it: customs as raw ``c_<name>`` codes."""
+    return "c_" + name[len("custom."):] if name.startswith("custom.") else name
+
+
+def build_v1_body(cfg: InsiderSettings, window: Window, ref: str) -> dict[str, Any]:
+    """The v1 POST body for one export window; ``ref`` goes into the hook URL.
+
+    Every wanted event also asks for ``timestamp`` and ``source`` (v2's event base columns), so a
+    v1 export loads into the same ``events`` table as a v2 one.
+    """
+    body: dict[str, Any] = {"segment": {"segment_id": cfg.segment_id}, "format": cfg.format,
+                            "hook": hook_with_ref(cfg.hook, ref)}
+    if cfg.attributes:
+        body["attributes"] = [a if a == "*" else v1_selector(a) for a in cfg.attributes]
+    if cfg.events:
+        start = check_epoch_seconds("events.start_date", window.start_epoch)
+        end = check_epoch_seconds("events.end_date", window.end_epoch)
+        wanted = []
+        for e in cfg.events:
+            params = [v1_selector(p) for p in e.get("params") or []]
+            params += [p for p in s.V1_BASE_PARAMS if p not in params]
+            entry: dict[str, Any] = {"event_name": e["event_name"], "params": params}
+            if e.get("filters"):
+                entry["filters"] = [{**f, "key": v1_selector(f["key"])} for f in e["filters"]]
+            wanted.append(entry)
+        body["events"] = {"start_date": start, "end_date": end, "wanted": wanted}
+    return body
+

@@ -103,6 +103,10 @@ class StillProcessing(TryLater):
         )
 
 
+class StillWaitingForDelivery(TryLater):
+    """A v1 export's file link has not reached the webhook inbox yet; it stays in flight."""
+
+
 class TransientError(TryLater):
     """The API or storage kept failing with retryable errors (5xx, resets, timeouts)."""
 

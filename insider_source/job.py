@@ -29,26 +29,36 @@ import datetime as dt
 import json
 import logging
 import os
+import secrets
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import dlt
 from dlt.common.pipeline import LoadInfo
 
 from insider_source import settings as s
 from insider_source.checkpoints import checkpoint
-from insider_source.client import ExportNotFound, InsiderClient
-from insider_source.config import InsiderSettings, build_request_body
-from insider_source.exceptions import ConfigError, ExportOutcomeError, IntegrityError, QuotaExceeded
-from insider_source.expect import check_columns
-from insider_source.files import ConvertedFile, Converter
+from insider_source.client import DownloadUrlExpired, ExportNotFound, InsiderClient, redact_url
+from insider_source.config import InsiderSettings, build_request_body, build_v1_body
+from insider_source.exceptions import (
+    ConfigError,
+    ExportOutcomeError,
+    IntegrityError,
+    QuotaExceeded,
+    StillWaitingForDelivery,
+)
+from insider_source.expect import check_columns, expectation
+from insider_source.files import ConvertedFile, Converter, SourceFile
 from insider_source.lifecycle import ExportLifecycle, ExportRecord, utcnow
 from insider_source.lock import run_lock
-from insider_source.progress import Progress
+from insider_source.progress import Progress, human_bytes
 from insider_source.source import insider_export
+from insider_source.v1files import split_v1
 from insider_source.window import (
     Window,
     latest_midnight,
@@ -57,6 +67,9 @@ from insider_source.window import (
     plan_windows,
     split_window,
 )
+
+if TYPE_CHECKING:
+    from insider_source.inbox import Delivery, Inbox, UrlPolicy
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +88,15 @@ class RunResult:
     table_counts: dict[str, int] = field(default_factory=dict)
     load_info: LoadInfo | None = None
     notes: list[str] = field(default_factory=list)
+
+
+class V1Lost(Exception):
+    """A v1 export that will not load: its link expired, or no link came."""
+
+    def __init__(self, status: str, message: str, delivery: Delivery | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.delivery = delivery
 
 
 def plan_id(window: Window) -> str:
@@ -181,6 +203,8 @@ def run_export(
     progress: Progress | None = None,
     clock: Callable[[], dt.datetime] = utcnow,
     backfill: tuple[dt.date, dt.date] | None = None,
+    inbox: Inbox | None = None,
+    url_policy: UrlPolicy | None = None,
 ) -> RunResult:
     """Run the daily export once. Raises InsiderError subclasses (with exit codes) on failure.
 
@@ -188,12 +212,21 @@ def run_export(
         backfill: ``(start, end)`` dates: plan ``[start, end)`` as windows of
             ``backfill_window_days`` (once; asking again for the same range is a no-op), then
             carry on like any run. Planned windows go before the daily window, one a day.
+        inbox: the webhook inbox (required with ``api_version = "v1"``): v1 file links and v2
+            manifests delivered there are used instead of polling.
+        url_policy: how delivered download URLs are checked again before anything is fetched
+            (the inbox service checked them on arrival).
     """
+    if cfg.api_version == "v1" and inbox is None:
+        raise ConfigError("insider_inbox.dir", None, "api_version \"v1\" delivers the export's "
+                          "file link only by webhook: run the webhook inbox (python "
+                          "pipelines/webhook.py) and give the job its directory, "
+                          "[insider_inbox] dir = \"/var/lib/insider-inbox\".")
     progress = progress or Progress()
     client = client or InsiderClient(cfg.base_url, cfg.partner_name, cfg.request_token)
     try:
         with run_lock(Path(pipeline.working_dir) / "insider_run.lock"):
-            return _Run(pipeline, cfg, client, progress, clock).run(backfill)
+            return _Run(pipeline, cfg, client, progress, clock, inbox, url_policy).run(backfill)
     finally:
         client.close()
 
@@ -209,13 +242,18 @@ class _Run:
     """
 
     def __init__(self, pipeline: dlt.Pipeline, cfg: InsiderSettings, client: InsiderClient,
-                 progress: Progress, clock: Callable[[], dt.datetime]) -> None:
+                 progress: Progress, clock: Callable[[], dt.datetime],
+                 inbox: Inbox | None = None, url_policy: UrlPolicy | None = None) -> None:
         self.pipeline = pipeline
         self.cfg = cfg
         self.progress = progress
         self.clock = clock
+        self.client = client
+        self.inbox = inbox
+        self.url_policy = url_policy
         self.recorder = PipelineRecorder(pipeline)
-        self.lifecycle = ExportLifecycle(client, self.recorder, progress=progress, clock=clock)
+        self.lifecycle = ExportLifecycle(client, self.recorder, progress=progress, clock=clock,
+                                         delivered=self.delivered_manifest if inbox else None)
         self.notes: list[str] = []
         self.failed = 0
         self.gone = 0
@@ -234,6 +272,7 @@ class _Run:
         if not self.state:
             pipeline.sync_destination()  # a new machine: state lives in the destination
         _remove_stale_dirs(pipeline, self.state)
+        self.sweep_inbox()
         if backfill:
             self.plan_backfill(*backfill)
         for _ in range(s.MAX_SUBMISSIONS_PER_RUN):
@@ -263,6 +302,8 @@ class _Run:
                 self.ended(record, e)
             except ExportNotFound as e:
                 self.vanished(record, e)
+            except V1Lost as e:
+                self.lost(record, e)
         raise ExportOutcomeError("-", "failed", f"{s.MAX_SUBMISSIONS_PER_RUN} exports ended "
                                  "without data in one run; see the exports table")
 
@@ -279,10 +320,16 @@ class _Run:
 
     def submit(self, window: Window, note: str) -> ExportRecord:
         body = build_request_body(self.cfg, window)
-        self.progress.say(f"submitting export for window {window} ({self.cfg.format})"
-                          + (f": {note}" if note else ""))
+        v1 = self.cfg.api_version == "v1"
+        self.progress.say(f"submitting {'v1 ' if v1 else ''}export for window {window} "
+                          f"({self.cfg.format})" + (f": {note}" if note else ""))
         try:
-            record = self.lifecycle.submit(body, window, self.cfg.format)
+            if v1:
+                ref = f"v1-{window.start:%Y%m%d}-{secrets.token_hex(4)}"
+                record = self.lifecycle.submit_v1(build_v1_body(self.cfg, window, ref), window,
+                                                  self.cfg.format, ref, expectation(body))
+            else:
+                record = self.lifecycle.submit(body, window, self.cfg.format)
         except QuotaExceeded as e:
             if self.notes:  # an earlier export of this run ended; say so with the 429
                 raise QuotaExceeded(" ".join(self.notes) + " " + str(e)) from None
@@ -370,6 +417,124 @@ class _Run:
         if self.gone > 1:
             raise error
 
+    def lost(self, record: ExportRecord, error: V1Lost) -> None:
+        """A v1 link expired before it was loaded, or never came: plan its window again."""
+        record.status = error.status
+        record.error = str(error)
+        record.note = "its window is planned again"
+        shutil.rmtree(export_dir(self.pipeline, record.export_id), ignore_errors=True)
+        self.finish([record.to_dict()], {"inflight": None, "ended": self.ended_ids(record)})
+        if error.delivery is not None and self.inbox is not None:
+            self.inbox.archive(error.delivery.key)
+        self.tell(f"v1 export {record.export_id} for {record.window}: {error} It is recorded "
+                  f"in the exports table (status '{error.status}') and its window is submitted "
+                  "again.")
+
+    # -- the webhook inbox -----------------------------------------------------------------------
+
+    def delivered_manifest(self, export_id: str) -> dict[str, Any] | None:
+        assert self.inbox is not None
+        d = self.inbox.find_v2(export_id)
+        if d is None or d.manifest is None:
+            return None
+        self.checked_urls(d, [f["url"] for k in ("attributes", "events")
+                              for f in (d.manifest.get("files") or {}).get(k) or []])
+        return dict(d.manifest)
+
+    def checked_urls(self, delivery: Delivery, urls: list[str]) -> None:
+        """Check a delivery's download URLs again before anything is fetched: the inbox
+        directory may hold files the service did not write."""
+        if self.url_policy is None:
+            return
+        for url in urls:
+            reason = self.url_policy.check(url)
+            if reason:
+                raise IntegrityError(f"inbox delivery {delivery.key}",
+                                     f"has a download URL that is refused ({reason}); remove "
+                                     f"{delivery.path} if it is not Insider's")
+
+    def sweep_inbox(self) -> None:
+        """Archive deliveries of exports already loaded or ended (late or duplicate ones) and
+        tell the user about deliveries no export of this pipeline is waiting for."""
+        if self.inbox is None:
+            return
+        state = self.state
+        done = {*(state.get("loaded") or []), *(state.get("ended") or [])}
+        waiting = (state.get("inflight") or {}).get("export_id")
+        for d in self.inbox.pending():
+            ident = d.ref if d.kind == "v1" else d.export_id
+            if ident in done:
+                self.inbox.archive(d.key)
+            elif ident != waiting:
+                self.tell(f"the webhook inbox holds a {d.kind} delivery ({ident or 'no ref'}, "
+                          f"received {d.received_at}) that no export of this pipeline is "
+                          f"waiting for; it is left in {d.path}")
+
+    def wait_delivery(self, record: ExportRecord) -> Delivery:
+        """Wait for a v1 export's file link in the inbox, up to ``max_wait_seconds``."""
+        assert self.inbox is not None
+        cfg = self.cfg
+        started = time.monotonic()
+        interval = cfg.poll_interval_seconds
+        cap = max(interval, min(s.MAX_POLL_INTERVAL_SECONDS, interval * 10))
+        while True:
+            d = self.inbox.find_v1(record.export_id)
+            if d is not None:
+                return d
+            age = (self.clock() - parse_utc(record.submitted_at or record.window_end))
+            if age.total_seconds() > s.V1_DELIVERY_GIVE_UP_SECONDS:
+                raise V1Lost("undelivered", f"no file link reached the webhook inbox in "
+                             f"{age.total_seconds() / 3600:.0f} hours (submitted "
+                             f"{record.submitted_at}).")
+            waited = time.monotonic() - started
+            if waited + interval > cfg.max_wait_seconds:
+                raise StillWaitingForDelivery(
+                    f"v1 export {record.export_id} for {record.window}, submitted "
+                    f"{record.submitted_at} ({age.total_seconds() / 3600:.1f} h ago), is still "
+                    f"waiting for its file link in the webhook inbox ({self.inbox.directory}). It "
+                    "stays in flight: the next run looks again and submits nothing new. Insider "
+                    "can take hours; if nothing comes, check that the inbox service "
+                    "(python pipelines/webhook.py) is reachable at your hook URL. After "
+                    f"{s.V1_DELIVERY_GIVE_UP_SECONDS // 3600} hours the window is submitted "
+                    "again.")
+            self.progress.say(f"v1 export {record.export_id}: no delivery yet, waited "
+                              f"{waited:.0f}s, next look in {interval:.0f}s")
+            checkpoint("while_polling")
+            time.sleep(interval)
+            interval = min(interval * 2, cap)
+
+    def fetch_v1(self, record: ExportRecord, workdir: Path
+                 ) -> tuple[list[SourceFile], dict[str, Any], str, Delivery]:
+        """Wait for the v1 file link, download the file, split it into v2-shaped files."""
+        delivery = self.wait_delivery(record)
+        url = delivery.url or ""
+        self.checked_urls(delivery, [url])
+        record.delivered_at = delivery.received_at
+        name = Path(urlsplit(url).path).name or "export"
+        if Path(name).suffix.lstrip(".") != record.format:
+            name = f"{name}.{record.format}"
+        raw = workdir / "raw" / name
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        if not raw.exists():
+            self.progress.say(f"downloading the v1 file {redact_url(url)}")
+            try:
+                size = self.client.download(url, raw)
+            except DownloadUrlExpired as e:
+                # v1 links cannot be refreshed (there is no status endpoint): the window goes again
+                raise V1Lost("expired", f"its file link, delivered {delivery.received_at}, was "
+                             f"refused by the storage host ({e}); v1 links live 24 hours.",
+                             delivery) from None
+            self.progress.say(f"downloaded {name} ({human_bytes(size)})")
+        checkpoint("after_download")
+        split_dir = workdir / "split"
+        shutil.rmtree(split_dir, ignore_errors=True)
+        self.progress.say("splitting the v1 file into events and attributes")
+        files, fmt = split_v1(raw, record.format, split_dir, name)
+        manifest = {"format": fmt, "files": {
+            kind: [{"name": f.name, "url": "", "rows": f.manifest_rows}
+                   for f in files if f.kind == kind] for kind in ("attributes", "events")}}
+        return files, manifest, fmt, delivery
+
     def tell(self, note: str) -> None:
         """Say it now, and again in the run's summary."""
         self.notes.append(note)
@@ -387,11 +552,20 @@ class _Run:
 
     def collect(self, record: ExportRecord, resumed: bool) -> RunResult:
         pipeline, cfg, progress = self.pipeline, self.cfg, self.progress
-        manifest = self.lifecycle.wait(record, cfg.poll_interval_seconds, cfg.max_wait_seconds)
         workdir = export_dir(pipeline, record.export_id)
-        downloaded = self.lifecycle.download(record, manifest, workdir / "raw")
-        checkpoint("after_download")
-        fmt = manifest.get("format", record.format)
+        delivery: Delivery | None = None
+        if record.api == "v1":
+            downloaded, manifest, fmt, delivery = self.fetch_v1(record, workdir)
+        else:
+            manifest = self.lifecycle.wait(record, cfg.poll_interval_seconds,
+                                           cfg.max_wait_seconds)
+            if self.inbox is not None:
+                delivery = self.inbox.find_v2(record.export_id)
+                if delivery is not None:
+                    record.delivered_at = delivery.received_at
+            downloaded = self.lifecycle.download(record, manifest, workdir / "raw")
+            checkpoint("after_download")
+            fmt = manifest.get("format", record.format)
         progress.say("converting files to typed Parquet")
         try:
             check_columns(downloaded, fmt, record.expect)
@@ -411,6 +585,7 @@ class _Run:
             "last_window_end": max(record.window.end, parse_utc(last_end)).isoformat()
             if last_end else record.window_end,
             "queue": without(queue_windows(state), record.window),
+            "loaded": [*(state.get("loaded") or [])[-49:], record.export_id],
         }
         progress.say(f"loading {sum(c.rows for c in converted)} rows into "
                      f"{pipeline.destination.destination_name} dataset {pipeline.dataset_name}")
@@ -424,6 +599,8 @@ class _Run:
         info = pipeline.load()
         checkpoint("after_load")
         self.recorder.clear()
+        if delivery is not None and self.inbox is not None:
+            self.inbox.archive(delivery.key)
         rows = _verify_loaded(pipeline, record, converted)
         shutil.rmtree(workdir, ignore_errors=True)
         return RunResult("loaded", record.window, record.export_id, resumed, rows,

@@ -15,8 +15,9 @@ the same export on the next run instead of submitting a second one:
    earlier, interrupted run are kept. A refused (expired) signed URL makes it fetch the status
    again for fresh URLs.
 
-Webhook deliveries (v1, or v2 manifests) and other vendors plug in by providing the manifest some
-other way and reusing ``download``.
+A v2 result manifest delivered to the webhook inbox (``delivered``) answers ``wait`` without a
+poll. Raw Export v1 has no export id and no status: ``submit_v1`` records the request under a ref
+of ours that travels in the hook URL, and the job (job.py) waits for its delivery in the inbox.
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ from typing import Any, Protocol
 
 from insider_source import settings as s
 from insider_source.checkpoints import checkpoint
-from insider_source.client import DownloadUrlExpired, InsiderClient, redact_url
+from insider_source.client import (
+    DownloadUrlExpired,
+    InsiderClient,
+    redact_url,
+    validate_status,
+)
 from insider_source.exceptions import ExportOutcomeError, StillProcessing
 from insider_source.expect import expectation
 from insider_source.files import SourceFile
@@ -61,6 +67,8 @@ class ExportRecord:
     rows_expected: int | None = None
     rows_loaded: int | None = None
     note: str | None = None
+    api: str = "v2"  # "v1": no export id nor status; export_id is our ref, sent in the hook URL
+    delivered_at: str | None = None  # when the webhook inbox received the result
     # the columns the request asked for (expect.py); kept in state, not in the exports table
     expect: dict[str, Any] | None = None
     files: list[dict[str, Any]] = field(default_factory=list)
@@ -91,8 +99,11 @@ class ExportLifecycle:
         progress: Progress | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
         sleep: Callable[[float], None] = time.sleep,
+        delivered: Callable[[str], dict[str, Any] | None] | None = None,
     ) -> None:
         self.client = client
+        # a v2 result manifest the webhook inbox holds for an export id (no poll needed then)
+        self.delivered = delivered
         self.recorder = recorder
         self.progress = progress or Progress(enabled=False)
         self.clock = clock
@@ -113,15 +124,33 @@ class ExportLifecycle:
         self.recorder.submitted(record)
         return record
 
+    def submit_v1(self, body: dict[str, Any], window: Window, fmt: str, ref: str,
+                  expect: dict[str, Any]) -> ExportRecord:
+        """Submit one v1 export (it answers without an id: ``ref``, carried in the hook URL,
+        names it) and make the record durable before returning."""
+        self.client.submit_v1(body)
+        record = ExportRecord(
+            export_id=ref, window_start=window.start.isoformat(),
+            window_end=window.end.isoformat(), format=fmt, status="submitted",
+            submitted_at=self.clock().isoformat(), api="v1", expect=expect,
+        )
+        self.progress.say(f"submitted v1 export {ref} for window {window}; its file link "
+                          "arrives at the webhook inbox")
+        self.recorder.submitted(record)
+        return record
+
     def wait(
         self, record: ExportRecord, poll_interval: float, max_wait: float
     ) -> TExportStatusBody:
-        """Poll until the export completes; return the completed status body (the manifest)."""
+        """Poll until the export completes; return the completed status body (the manifest).
+        A manifest delivered to the webhook inbox answers without polling."""
         started = time.monotonic()
         interval = poll_interval
         cap = max(poll_interval, min(s.MAX_POLL_INTERVAL_SECONDS, poll_interval * 10))
         while True:
-            body = self.client.status(record.export_id)
+            body = self._delivered(record)
+            if body is None:
+                body = self.client.status(record.export_id)
             status = body["status"]
             waited = time.monotonic() - started
             if status == "completed":
@@ -141,6 +170,19 @@ class ExportLifecycle:
             checkpoint("while_polling")
             self.sleep(interval)
             interval = min(interval * 2, cap)
+
+    def _delivered(self, record: ExportRecord) -> TExportStatusBody | None:
+        if self.delivered is None:
+            return None
+        body = self.delivered(record.export_id)
+        if body is None:
+            return None
+        manifest = validate_status(body, record.export_id)
+        if manifest["status"] == "processing":
+            return None
+        self.progress.say(f"export {record.export_id}: {manifest['status']} (delivered to the "
+                          "webhook inbox)")
+        return manifest
 
     def download(
         self, record: ExportRecord, manifest: TExportStatusBody, dest_dir: Path

@@ -11,8 +11,19 @@ CONFIG_SECTIONS = ("sources", "insider")
 
 DEFAULT_BASE_URL = "https://unification.useinsider.com"
 EXPORT_PATH = "/api/raw/v2/export"
+EXPORT_PATH_V1 = "/api/raw/v1/export"
+API_VERSIONS = ("v2", "v1")
 
 FORMATS = ("parquet", "csv")
+FORMATS_V1 = ("parquet", "csv", "json")
+# v1 event columns the loader always asks for: the event base columns of v2, so that both
+# versions give the same ``events`` table.
+V1_BASE_PARAMS = ("timestamp", "source")
+# A v1 request whose file link has not come after this long is given up: its window is planned
+# again (Insider "might take several hours"; a link never comes when the hook was unreachable).
+V1_DELIVERY_GIVE_UP_SECONDS = 48 * 3600
+# Memory DuckDB may use when it splits a v1 file into events and attributes (it spills beyond).
+V1_SPLIT_MEMORY_LIMIT = "1GB"
 USER_SOURCES = ("segment", "events")
 FILTER_OPERATORS = ("eq", "ne", "lt", "gt", "lteq", "gteq")
 EXPORT_STATUSES = ("processing", "completed", "failed", "rejected")

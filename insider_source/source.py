@@ -33,9 +33,10 @@ STATE_ONLY = frozenset({"expect"})
 MERGE_DELETE_INSERT = {"disposition": "merge", "strategy": "delete-insert"}
 EXPORTS_COLUMNS: dict[str, Any] = {
     **{c: {"data_type": "text", "nullable": True}
-       for c in ("format", "status", "error", "note")},
+       for c in ("format", "status", "error", "note", "api")},
     **{c: {"data_type": "timestamp", "nullable": True}
-       for c in ("window_start", "window_end", "submitted_at", "completed_at", "loaded_at")},
+       for c in ("window_start", "window_end", "submitted_at", "completed_at", "loaded_at",
+                 "delivered_at")},
     **{c: {"data_type": "bigint", "nullable": True}
        for c in ("attribute_files", "event_files", "rows_expected", "rows_loaded")},
 }

@@ -19,8 +19,11 @@ import os
 import secrets
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # runnable from a checkout without installing
@@ -41,6 +44,9 @@ from insider_source.exceptions import (  # noqa: E402
     InsiderError,
 )
 from insider_source.job import RunResult, run_export  # noqa: E402
+
+if TYPE_CHECKING:
+    from insider_source.inbox import Inbox, UrlPolicy
 
 DEMO_DIR = ROOT / "demo_data"
 
@@ -103,33 +109,68 @@ def build_models(pipeline: dlt.Pipeline, options: ModelOptions) -> None:
               f"{r.tests_passed} tests passed")
 
 
-def run_demo(fmt: str, demo_dir: Path) -> int:
+def run_demo(fmt: str, demo_dir: Path, api_version: str = "v2") -> int:
     from insider_source.simulator import DEMO_EVENTS, Simulator
 
+    if fmt == "json" and api_version != "v1":
+        raise ConfigError("--format", fmt, "JSON exists in Raw Export v1 only: add "
+                          "--api-version v1, or use --format csv or parquet.")
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")  # the demo stays offline
     demo_dir.mkdir(parents=True, exist_ok=True)
     db = demo_dir / "insider_demo.duckdb"
     pipelines_dir = demo_dir / "pipelines"
-    for stale in (db, pipelines_dir):  # every demo starts from an empty warehouse
+    inbox_path = demo_dir / "inbox"
+    for stale in (db, pipelines_dir, inbox_path):  # every demo starts from an empty warehouse
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(
             missing_ok=True)
     token = secrets.token_hex(16)
     today = dt.datetime.now(dt.UTC).date()
     with Simulator(partner_name="demo", request_token=token, users=2000,
-                   processing_polls=2) as sim:
+                   processing_polls=2) as sim, demo_inbox(api_version, inbox_path) as inbox:
+        hook, box, policy = inbox if inbox else (f"{sim.base_url}/hook", None, None)
         cfg = load_settings(
             partner_name="demo", request_token=token, base_url=sim.base_url,
-            hook=f"{sim.base_url}/hook", format=fmt, user_source="segment", segment_id=1,
-            attributes=["*"], events=DEMO_EVENTS, get_tags=True,
+            hook=hook, format=fmt, user_source="segment", segment_id=1,
+            attributes=["*"], events=DEMO_EVENTS, get_tags=api_version == "v2",
             initial_start_date=(today - dt.timedelta(days=7)).isoformat(),
-            poll_interval_seconds=0.5, max_wait_seconds=120,
+            poll_interval_seconds=0.5, max_wait_seconds=120, api_version=api_version,
         )
         pipeline = make_pipeline("insider_demo", str(db), str(pipelines_dir))
-        print(f"Demo: simulator at {sim.base_url}, loading into {db}", file=sys.stderr)
-        result = run_export(pipeline, cfg)
+        print(f"Demo: simulator at {sim.base_url}, loading into {db}"
+              + (f", webhook inbox in {inbox_path}" if inbox else ""), file=sys.stderr)
+        result = run_export(pipeline, cfg, inbox=box, url_policy=policy)
     print_summary(result, pipeline, str(db))
     build_models(pipeline, ModelOptions())
     return EXIT_OK
+
+
+@contextmanager
+def demo_inbox(api_version: str, directory: Path) -> Iterator[tuple[str, Any, Any] | None]:
+    """With v1, the webhook inbox on 127.0.0.1 for the simulator to deliver to."""
+    if api_version != "v1":
+        yield None
+        return
+    try:
+        import waitress  # noqa: F401
+    except ImportError:
+        raise ConfigError("--api-version", "v1", "the v1 demo runs the webhook inbox, which "
+                          "needs waitress: pip install -e \".[webhook]\"") from None
+    import threading
+
+    from insider_source.inbox import Inbox, InboxConfig, UrlPolicy, make_server
+
+    secret = secrets.token_urlsafe(24)
+    # the simulator serves files on http://127.0.0.1: allowed here, refused by default
+    policy = UrlPolicy(allowed_hosts=("127.0.0.1",), allow_http=True, allow_private=True)
+    server = make_server(InboxConfig(directory=directory, secret=secret, url_policy=policy),
+                         host="127.0.0.1", port=0)
+    thread = threading.Thread(target=server.run, name="insider-inbox", daemon=True)
+    thread.start()
+    try:
+        yield (f"http://127.0.0.1:{server.effective_port}/insider-hook/{secret}",
+               Inbox(directory), policy)
+    finally:
+        server.close()
 
 
 def parse_backfill(values: list[str] | None) -> tuple[dt.date, dt.date] | None:
@@ -157,8 +198,12 @@ def run_configured(backfill: tuple[dt.date, dt.date] | None = None,
     cfg = load_settings()
     if redact is not None:
         redact.secrets.append(cfg.request_token.reveal())
+        inbox_secret = dlt.secrets.get("insider_inbox.secret")
+        if inbox_secret:  # the hook URL's path holds it
+            redact.secrets.append(str(inbox_secret))
+    inbox, policy = open_inbox(cfg.api_version)
     pipeline = make_pipeline()
-    result = run_export(pipeline, cfg, backfill=backfill)
+    result = run_export(pipeline, cfg, backfill=backfill, inbox=inbox, url_policy=policy)
     creds = getattr(pipeline.destination_client().config, "credentials", None)
     db = getattr(creds, "database", None) if pipeline.destination.destination_name == "duckdb" \
         else None
@@ -167,6 +212,25 @@ def run_configured(backfill: tuple[dt.date, dt.date] | None = None,
             "insider_daily.models", bool) is not False:
         build_models(pipeline, models)
     return EXIT_OK
+
+
+def open_inbox(api_version: str) -> tuple[Inbox | None, UrlPolicy | None]:
+    """The webhook inbox the job reads: required with v1; with v2, used when its directory
+    exists (a v2 manifest delivered there saves the polling)."""
+    from insider_source.inbox import Inbox
+    from insider_source.inbox.settings import inbox_dir, url_policy
+
+    directory = inbox_dir()
+    if api_version != "v1" and not directory.is_dir():
+        return None, None
+    try:
+        inbox = Inbox(directory)
+    except OSError as e:
+        raise ConfigError("insider_inbox.dir", str(directory),
+                          f"the webhook inbox directory cannot be used ({e.strerror}); give a "
+                          "directory the job and the inbox service share, e.g. [insider_inbox] "
+                          "dir = \"/var/lib/insider-inbox\".") from None
+    return inbox, url_policy()
 
 
 def print_compiled(dialect: str, select: list[str] | None) -> int:
@@ -203,8 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--demo", action="store_true",
                         help="run against the bundled Insider API simulator into a local DuckDB")
-    parser.add_argument("--format", choices=s.FORMATS, default="parquet",
-                        help="with --demo: the export file format (default parquet)")
+    parser.add_argument("--format", choices=s.FORMATS_V1, default="parquet",
+                        help="with --demo: the export file format (default parquet; json with "
+                        "--api-version v1)")
+    parser.add_argument("--api-version", choices=s.API_VERSIONS, default="v2",
+                        help="with --demo: Raw Export v2 (default) or v1 through the webhook "
+                        "inbox (needs pip install -e \".[webhook]\")")
     parser.add_argument("--demo-dir", type=Path, default=DEMO_DIR,
                         help="with --demo: where the DuckDB file and pipeline state go")
     parser.add_argument("--backfill", nargs=2, metavar=("START", "END"),
@@ -230,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.compile:
             return print_compiled(args.compile, args.select)
         if args.demo:
-            return run_demo(args.format, args.demo_dir)
+            return run_demo(args.format, args.demo_dir, args.api_version)
         return run_configured(parse_backfill(args.backfill), redact,
                               ModelOptions(args.select, args.full_refresh), args.models_only)
     except Exception as e:  # noqa: BLE001 - every failure becomes one line and an exit code

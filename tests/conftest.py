@@ -67,7 +67,8 @@ def raw_settings(sim: Any, **changes: Any) -> dict[str, Any]:
 
 
 def run_inprocess(sim: Any, db: Path, now: dt.datetime, *, pipeline_name: str = "insider_daily",
-                  client: Any = None, backfill: Any = None, **changes: Any) -> Any:
+                  client: Any = None, backfill: Any = None, inbox: Any = None,
+                  url_policy: Any = None, **changes: Any) -> Any:
     import dlt
 
     from insider_source.config import InsiderSettings
@@ -79,7 +80,7 @@ def run_inprocess(sim: Any, db: Path, now: dt.datetime, *, pipeline_name: str = 
     pipeline = dlt.pipeline(pipeline_name, destination=dlt.destinations.duckdb(str(db)),
                             dataset_name="insider")
     return run_export(pipeline, cfg, progress=Progress(enabled=False), clock=lambda: now,
-                      client=client, backfill=backfill)
+                      client=client, backfill=backfill, inbox=inbox, url_policy=url_policy)
 
 
 def cli_env(sim: Any, db: Path, **changes: Any) -> dict[str, str]:

@@ -163,3 +163,78 @@ def test_events_user_source_body_has_no_segment() -> None:
     body = build_request_body(cfg, w)
     assert "segment" not in body and "attributes" not in body
     assert body["user_source"] == "events"
+
+
+# -- Raw Export v1 ---------------------------------------------------------------------------
+
+V1_EVENTS = [{"event_name": "purchase", "params": ["product_id", "custom.gift_wrap"],
+              "filters": [{"key": "custom.gift_wrap", "operator": "eq", "values": [True]}]},
+             {"event_name": "session_start", "params": ["timestamp"]}]
+
+BAD_V1 = [
+    ({"user_source": "events", "segment_id": None, "events": V1_EVENTS}, "user_source",
+     "segment only"),
+    ({"postfilter_id": 7}, "postfilter_id", "no post-filters"),
+    ({"get_tags": True}, "get_tags", "no tags"),
+    ({"format": "xml"}, "format", "'json'"),
+    ({"hook": "ftp://example.com/h"}, "hook", "http:// or https://"),
+    ({"hook": None}, "hook", "webhook inbox"),
+    ({"hook": "https://example.com/h?ref=x"}, "hook", "'ref'"),
+    ({"segment_id": None}, "segment_id", "segment"),
+    ({"events": [{"event_name": "purchase", "params": [],
+                  "filters": [{"key": "a", "operator": "eq", "values": [1]},
+                              {"key": "b", "operator": "eq", "values": [2]}]}]},
+     "events[0].filters", "at most one filter"),
+    ({"events": [{"event_name": "purchase", "params": [],
+                  "filters": [{"key": "a", "operator": "like", "values": [1]}]}]},
+     "events[0].filters[0].operator", "eq, ne, lt, gt, lteq, gteq"),
+    ({"events": [{"event_name": "purchase", "params": [],
+                  "filters": [{"key": "a", "operator": "eq", "values": [1],
+                               "values_url": "https://x.example/v.txt"}]}]},
+     "events[0].filters[0]", "exactly one of values"),
+]
+
+
+@pytest.mark.parametrize("changes,field,fix", BAD_V1)
+def test_bad_v1_setting_names_field_and_fix(changes: dict[str, Any], field: str,
+                                            fix: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        settings(api_version="v1", **changes)
+    err = e.value
+    errors = err.errors if isinstance(err, ConfigErrors) else [err]
+    assert any(x.field == field and fix in str(x) for x in errors), str(err)
+
+
+def test_v1_hook_errors_never_show_the_hooks_path() -> None:
+    with pytest.raises(ConfigError) as e:
+        settings(api_version="v1", hook="https:///insider-hook/Sup3rS3cretPathSegment")
+    assert "Sup3rS3cretPathSegment" not in str(e.value)
+
+
+def test_v1_accepts_json_and_c_custom_codes_that_v2_rejects() -> None:
+    cfg = settings(api_version="v1", format="json", attributes=["email", "c_loyalty_tier"])
+    assert (cfg.api_version, cfg.format) == ("v1", "json")
+    with pytest.raises(ConfigError):
+        settings(format="json")
+    with pytest.raises(ConfigError):
+        settings(attributes=["email", "c_loyalty_tier"])
+
+
+def test_v1_body_uses_c_codes_base_params_and_a_ref_in_the_hook() -> None:
+    from insider_source.config import build_v1_body
+
+    cfg = settings(api_version="v1", format="csv", events=V1_EVENTS,
+                   hook="https://hooks.example.com/insider-hook/s3cret?x=1")
+    window = Window(dt.datetime(2026, 3, 1, tzinfo=dt.UTC), dt.datetime(2026, 3, 3, tzinfo=dt.UTC))
+    body = build_v1_body(cfg, window, "v1-20260301-abcd")
+    assert body["segment"] == {"segment_id": 12345}
+    assert body["format"] == "csv"
+    assert body["hook"] == "https://hooks.example.com/insider-hook/s3cret?x=1&ref=v1-20260301-abcd"
+    assert body["attributes"] == ["name", "email", "age", "c_loyalty_tier"]
+    assert body["events"]["start_date"] == 1772323200
+    assert body["events"]["end_date"] == 1772496000
+    purchase, session = body["events"]["wanted"]
+    assert purchase["params"] == ["product_id", "c_gift_wrap", "timestamp", "source"]
+    assert purchase["filters"] == [{"key": "c_gift_wrap", "operator": "eq", "values": [True]}]
+    assert session["params"] == ["timestamp", "source"]
+    assert "user_source" not in body and "get_tags" not in body

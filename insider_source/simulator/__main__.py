@@ -1,4 +1,4 @@
-"""Run the Raw Export v2 simulator in the foreground: ``python -m insider_source.simulator``."""
+"""Run the Raw Export v2/v1 simulator in the foreground: ``python -m insider_source.simulator``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from insider_source.simulator.server import Simulator
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, start the simulator, print how to reach it, serve until interrupted."""
     p = argparse.ArgumentParser(prog="python -m insider_source.simulator",
-                                description="Local Insider One Raw Export v2 API simulator.")
+                                description="Local Insider One Raw Export v2 and v1 API simulator.")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = any free one)")
     p.add_argument("--partner-name", default="demo")
     p.add_argument("--token", default=None, help="request token (default: a random one)")
@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timestamp-format", choices=TIMESTAMP_FORMATS, default="iso")
     p.add_argument("--processing-polls", type=int, default=2)
     p.add_argument("--url-ttl-seconds", type=int, default=86400)
+    p.add_argument("--hook-delay-seconds", type=float, default=0.2,
+                   help="v1: seconds from the file being ready to the link's POST to the hook")
+    p.add_argument("--deliver-v2-hooks", action="store_true",
+                   help="also POST v2 result manifests to their (loopback) hook")
     args = p.parse_args(argv)
     token = args.token or secrets.token_hex(16)
     sim = Simulator(
@@ -34,10 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         events_per_user_day=args.events_per_user_day,
         attribute_chunk_rows=args.attribute_chunk_rows, event_chunk_days=args.event_chunk_days,
         timestamp_format=args.timestamp_format, processing_polls=args.processing_polls,
-        url_ttl_seconds=args.url_ttl_seconds,
+        url_ttl_seconds=args.url_ttl_seconds, hook_delay_seconds=args.hook_delay_seconds,
+        deliver_v2_hooks=args.deliver_v2_hooks,
     )
     base_url = sim.start(port=args.port)
-    print(f"Insider Raw Export v2 simulator at {base_url}")
+    print(f"Insider Raw Export v2/v1 simulator at {base_url}")
     print(f"  base_url      = {base_url}")
     print(f"  partner_name  = {args.partner_name}")
     print(f"  request_token = {token}")
