@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from requests.exceptions import ChunkedEncodingError, ConnectionError, ConnectTimeout, Timeout
@@ -100,6 +100,9 @@ class InsiderClient:
         self._storage = requests.Session()
         self._storage.headers.clear()
         self._storage.headers.update({"User-Agent": "insider-dlt/0.1"})
+        # Checks each redirect of a download before it is followed (set for delivered URLs)
+        self.url_check: Callable[[str], str | None] | None = None
+        self._storage.hooks["response"].append(self._check_redirect)
 
     def close(self) -> None:
         self._api.close()
@@ -236,6 +239,18 @@ class InsiderClient:
                              f"{s.DOWNLOAD_MAX_ATTEMPTS} attempts; the next run resumes it.")
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _check_redirect(self, resp: requests.Response, *args: Any, **kwargs: Any) -> None:
+        """A storage redirect must pass ``url_check`` too: a URL that passed on an allowed host
+        must not lead to an internal address (requests calls this before following)."""
+        if self.url_check is None or not resp.is_redirect:
+            return
+        target = urljoin(resp.url, resp.headers.get("Location", ""))
+        reason = self.url_check(target)
+        if reason is not None:
+            resp.close()
+            raise ApiError("GET", redact_url(resp.url), resp.status_code,
+                           f"redirect to {redact_url(target)} refused: {reason}")
 
     def _retry_wait(
         self, method: str, path: str, attempt: int, why: str, resp: requests.Response | None

@@ -251,6 +251,8 @@ class _Run:
         self.client = client
         self.inbox = inbox
         self.url_policy = url_policy
+        if url_policy is not None:  # delivered URLs: their redirects are checked as well
+            client.url_check = url_policy.check
         self.recorder = PipelineRecorder(pipeline)
         self.lifecycle = ExportLifecycle(client, self.recorder, progress=progress, clock=clock,
                                          delivered=self.delivered_manifest if inbox else None)
@@ -472,7 +474,11 @@ class _Run:
 
     def wait_delivery(self, record: ExportRecord) -> Delivery:
         """Wait for a v1 export's file link in the inbox, up to ``max_wait_seconds``."""
-        assert self.inbox is not None
+        if self.inbox is None:
+            raise ConfigError("api_version", self.cfg.api_version,
+                              f"v1 export {record.export_id} is in flight and its file link "
+                              "arrives at the webhook inbox only: keep api_version = \"v1\" "
+                              "and the [insider_inbox] dir until it is loaded.")
         cfg = self.cfg
         started = time.monotonic()
         interval = cfg.poll_interval_seconds

@@ -36,7 +36,7 @@ def describe(cfg: InboxConfig, server: dict[str, object]) -> str:
         f"Listening on:    http://{server['host']}:{server['port']} "
         "(health check: GET /healthz)",
         f"Hook URL:        https://<your-public-host>{cfg.path_prefix}/<secret>"
-        "   (v1 exports: append ?ref=<request id>)",
+        "   (set it as hook in [sources.insider]; the job adds ?ref= itself)",
         f"Source networks: {networks}",
         f"Trusted proxy:   {proxy}",
         f"File hosts:      {', '.join(cfg.url_policy.allowed_hosts)}",

@@ -276,3 +276,58 @@ def test_v1_without_an_inbox_is_a_configuration_error_before_any_request(
         run_inprocess(sim, tmp_path / "w.duckdb", DAY1, api_version="v1", get_tags=False)
     assert "insider_inbox" in str(e.value)
     assert sim.v1_requests == [] and sim.request_log == []
+
+
+def test_a_delivered_link_redirecting_to_a_refused_host_is_not_followed(
+        sim: Any, service: Service, tmp_path: Path) -> None:
+    """The URL passed the inbox's policy, but its host redirects elsewhere: the job checks the
+    redirect target with the same policy and fetches nothing from it."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from insider_source.exceptions import ApiError
+
+    hits: list[str] = []
+
+    class Internal(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    internal = ThreadingHTTPServer(("127.0.0.1", 0), Internal)
+    target = f"http://localhost:{internal.server_address[1]}/latest/meta-data"
+
+    class Redirector(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    redirector = ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
+    for server in (internal, redirector):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        db = tmp_path / "w.duckdb"
+        sim.faults.v1_deliveries = 0
+        with pytest.raises(StillWaitingForDelivery):
+            run_v1(sim, service, db, max_wait_seconds=0.1)
+        [request] = sim.v1_requests
+        link = f"http://127.0.0.1:{redirector.server_address[1]}/acme/p/file.csv?X-Amz-Signature=s"
+        assert requests.post(request["hook"], json={"url": link}, timeout=10).status_code == 200
+        with pytest.raises(ApiError) as e:
+            run_v1(sim, service, db)
+        assert "redirect to http://localhost" in str(e.value) and "refused" in str(e.value)
+        assert hits == [], "the refused redirect target was fetched"
+        assert query(db, "SELECT count(*) FROM insider.exports WHERE status = 'loaded'") == [(0,)]
+    finally:
+        for server in (internal, redirector):
+            server.shutdown()
+            server.server_close()
