@@ -18,6 +18,13 @@ export, and the pieces of a ``--backfill``. Each planned window is also an ``exp
 (``planned-YYYYMMDD-YYYYMMDD``, status ``planned`` then ``submitted``), so the plan is visible in
 the warehouse. A window leaves the queue in the load package that loads it.
 
+Raw Export v1 (``api_version = "v1"``) has no export id and no status: the request is recorded
+under a ref of ours (``v1-YYYYMMDD-<hex>``) that travels in the hook URL; the run waits for the
+delivery carrying that ref in the webhook inbox (exit 75 while it has not come), downloads the
+one file, splits it into v2-shaped files (v1files.py) and loads them like a v2 export. A link that
+expired, or none within 48 hours, is recorded (``expired``/``undelivered``) and the window planned
+again. v2 manifests delivered to the inbox answer without polling.
+
 Terminal outcomes: ``failed`` is recorded and the window submitted again; ``rejected`` is split in
 halves (down to one day); an export the server no longer knows (``gone``) is recorded and its
 window planned again. Each is committed by a small load before anything else is submitted.
