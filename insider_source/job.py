@@ -53,6 +53,7 @@ from insider_source.checkpoints import checkpoint
 from insider_source.client import DownloadUrlExpired, ExportNotFound, InsiderClient, redact_url
 from insider_source.config import InsiderSettings, build_request_body, build_v1_body
 from insider_source.exceptions import (
+    ApiError,
     ConfigError,
     ExportOutcomeError,
     IntegrityError,
@@ -536,6 +537,12 @@ class _Run:
                 # v1 links cannot be refreshed (there is no status endpoint): the window goes again
                 raise V1Lost("expired", f"its file link, delivered {delivery.received_at}, was "
                              f"refused by the storage host ({e}); v1 links live 24 hours.",
+                             delivery) from None
+            except ApiError as e:
+                if e.status not in (404, 410):
+                    raise
+                raise V1Lost("gone", f"its file, delivered {delivery.received_at}, is no longer "
+                             f"on the storage host ({e.status} {e.server_message}).",
                              delivery) from None
             self.progress.say(f"downloaded {name} ({human_bytes(size)})")
         checkpoint("after_download")

@@ -334,3 +334,24 @@ def test_a_delivered_link_redirecting_to_a_refused_host_is_not_followed(
         for server in (internal, redirector):
             server.shutdown()
             server.server_close()
+
+
+def test_a_v1_file_gone_from_storage_is_recorded_and_its_window_submitted_again(
+        sim: Any, service: Service, tmp_path: Path) -> None:
+    from insider_source.exceptions import QuotaExceeded
+
+    db = tmp_path / "w.duckdb"
+    sim.faults.v1_deliveries = 0
+    with pytest.raises(StillWaitingForDelivery):
+        run_v1(sim, service, db, max_wait_seconds=0.1)
+    [request] = sim.v1_requests
+    missing = sim._sign(request["id"], "no-such-file.csv")  # signed, but nothing there: 404
+    assert requests.post(request["hook"], json={"url": missing}, timeout=10).status_code == 200
+    with pytest.raises(QuotaExceeded):  # today's request is used; the window waits for tomorrow
+        run_v1(sim, service, db)
+    assert [(r[1], r[2]) for r in exports(db)] == [("v1", "gone")]
+    assert service.inbox.pending() == [], "the useless delivery is archived"
+    sim.faults.v1_deliveries = 1
+    result = run_v1(sim, service, db, now=DAY1 + dt.timedelta(days=1))
+    assert result.status == "loaded"
+    assert [(r[1], r[2]) for r in exports(db)] == [("v1", "gone"), ("v1", "loaded")]
