@@ -47,6 +47,9 @@ def main(job_path: str) -> None:
     if job.get("duckdb_global_config"):
         os.environ["DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG"] = json.dumps(
             job["duckdb_global_config"])
+    from insider_source.runtime import apply_duckdb_defaults
+
+    apply_duckdb_defaults()  # as pipelines/daily.py does
     pipeline = dlt.pipeline("insider_bench", destination="duckdb",
                             dataset_name="insider", pipelines_dir=job["pipelines_dir"])
     started = time.perf_counter()

@@ -324,7 +324,9 @@ class Converter:
             yield pa.RecordBatch.from_arrays(cols, names=header)
 
     def _read_parquet(self, f: SourceFile) -> Iterator[pa.RecordBatch]:
-        yield from pq.ParquetFile(f.path).iter_batches(batch_size=s.PARQUET_BATCH_ROWS)
+        # no pre-buffering: memory stays one batch, not one row group (its size is the sender's)
+        source = pq.ParquetFile(f.path, pre_buffer=False, buffer_size=s.PARQUET_READ_BUFFER_BYTES)
+        yield from source.iter_batches(batch_size=s.PARQUET_BATCH_ROWS)
 
     def _write(
         self,

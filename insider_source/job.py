@@ -65,6 +65,7 @@ from insider_source.files import ConvertedFile, Converter, SourceFile
 from insider_source.lifecycle import ExportLifecycle, ExportRecord, utcnow
 from insider_source.lock import run_lock
 from insider_source.progress import Progress, human_bytes
+from insider_source.runtime import use_system_allocator
 from insider_source.source import insider_export
 from insider_source.v1files import split_v1
 from insider_source.window import (
@@ -230,6 +231,7 @@ def run_export(
                           "file link only by webhook: run the webhook inbox (python "
                           "pipelines/webhook.py) and give the job its directory, "
                           "[insider_inbox] dir = \"/var/lib/insider-inbox\".")
+    use_system_allocator()  # flat memory: Arrow gives freed batches back (runtime.py)
     progress = progress or Progress()
     client = client or InsiderClient(cfg.base_url, cfg.partner_name, cfg.request_token)
     try:

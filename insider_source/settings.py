@@ -58,6 +58,10 @@ DOWNLOAD_CHUNK_BYTES = 64 << 10  # also what a dropped connection can cost: Rang
 # Reading files: rows per Arrow batch and per written Parquet row group.
 CSV_BLOCK_BYTES = 8 << 20
 PARQUET_BATCH_ROWS = 256_000
+PARQUET_READ_BUFFER_BYTES = 1 << 20
+# DuckDB (the default destination) may use this much memory, then spills to disk; DuckDB's own
+# default is 80% of RAM. [insider_daily] duckdb_memory_limit overrides it ("" = DuckDB's default).
+DUCKDB_MEMORY_LIMIT = "256MB"
 
 # Columns whose type never depends on the data.
 STRING_COLUMNS = frozenset({"insider_id", "event_name", "source", "tags"})

@@ -44,6 +44,7 @@ from insider_source.exceptions import (  # noqa: E402
     InsiderError,
 )
 from insider_source.job import RunResult, run_export  # noqa: E402
+from insider_source.runtime import apply_duckdb_defaults  # noqa: E402
 
 if TYPE_CHECKING:
     from insider_source.inbox import Inbox, UrlPolicy
@@ -54,6 +55,8 @@ DEMO_DIR = ROOT / "demo_data"
 def make_pipeline(name: str = s.PIPELINE_NAME, duckdb_path: str | None = None,
                   pipelines_dir: str | None = None) -> dlt.Pipeline:
     destination = dlt.config.get("insider_daily.destination", str) or "duckdb"
+    if destination == "duckdb" or duckdb_path is not None:
+        apply_duckdb_defaults()  # a memory cap unless the DuckDB credentials have their own
     dest: object = destination
     if duckdb_path is not None:
         dest = dlt.destinations.duckdb(duckdb_path)
