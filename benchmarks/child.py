@@ -55,8 +55,21 @@ def main(job_path: str) -> None:
     started = time.perf_counter()
     result = run_export(pipeline, cfg, progress=Progress(enabled=False), clock=lambda: now)
     total = time.perf_counter() - started
+    with pipeline.sql_client() as client:
+        [(limit,)] = client.execute_sql("SELECT current_setting('memory_limit')")
     print(json.dumps({"waited": waited, "run_seconds": total, "export_id": result.export_id,
-                      "rows": result.rows_loaded}))
+                      "rows": result.rows_loaded, "duckdb_memory_limit": limit,
+                      "peak_rss_mib": peak_rss_mib()}))
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak RSS (VmHWM). Not ``ru_maxrss`` from the parent's ``wait4``: on
+    Linux a child's ``ru_maxrss`` starts at its parent's RSS at fork and survives ``exec``, so
+    it reported the benchmark parent's size (the simulator and the floor's DuckDB) instead."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ def run_child(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     result["wall"] = wall
     result["seconds"] = wall - result["waited"]
-    result["peak_rss_mib"] = usage.ru_maxrss / 1024  # KiB on Linux
+    # the child measures its own peak (VmHWM): ru_maxrss of a forked child starts at ours
+    result["rusage_maxrss_mib"] = usage.ru_maxrss / 1024
     return result
 
 
@@ -180,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
             runs.append(run | {"rows_total": rows})
             floors.append(fl)
             print(f"  repeat {i + 1}: pipeline {run['seconds']:.2f}s (peak RSS "
-                  f"{run['peak_rss_mib']:.0f} MiB), floor {fl['seconds']:.2f}s (download "
+                  f"{run['peak_rss_mib']:.0f} MiB, DuckDB {run['duckdb_memory_limit']}), "
+                  f"floor {fl['seconds']:.2f}s (download "
                   f"{fl['download']:.2f}s + duckdb {fl['duckdb']:.2f}s), {rows:,} rows, "
                   f"{fl['bytes'] / MiB:.1f} MiB", flush=True)
 
