@@ -66,12 +66,12 @@ from insider_source.simulator.output import (
     wire_type,
 )
 from insider_source.simulator.validation import (
-    EPOCH_MS_THRESHOLD,
     OPERATORS,
     BadRequest,
     EventFilter,
     ExportRequest,
     WantedEvent,
+    epoch_seconds,
 )
 
 V1_FORMATS = ("csv", "parquet", "json")
@@ -221,24 +221,13 @@ def _attributes(attributes: Any, catalog: Catalog) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _date(events: dict[str, Any], key: str) -> float:
-    value = events.get(key)
-    if value is None:
-        raise BadRequest(f"{key} is required")
-    if not _is_number(value) or value < 0:
-        raise BadRequest(f"{key} must be a number of epoch seconds")
-    if value > EPOCH_MS_THRESHOLD:
-        raise BadRequest(f"{key} must be epoch seconds, not milliseconds")
-    return float(value)
-
-
 _Entry = tuple[str, list[str], dict[str, Any] | None]
 
 
 def _events(events: Any) -> tuple[float, float, list[_Entry]]:
     if not isinstance(events, dict):
         raise BadRequest("events must be an object")
-    start, end = _date(events, "start_date"), _date(events, "end_date")
+    start, end = epoch_seconds(events, "start_date"), epoch_seconds(events, "end_date")
     if end <= start:
         raise BadRequest("end_date must be greater than start_date")
     wanted = events.get("wanted")

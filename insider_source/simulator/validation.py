@@ -191,7 +191,8 @@ def _attributes(attributes: Any, catalog: Catalog) -> tuple[str, ...]:
     return tuple(attributes)
 
 
-def _date(events: dict[str, Any], key: str) -> float:
+def epoch_seconds(events: dict[str, Any], key: str) -> float:
+    """The events object's ``start_date``/``end_date`` (v1 and v2 share the rule)."""
     value = events.get(key)
     if value is None:
         raise BadRequest(f"{key} is required")
@@ -205,8 +206,8 @@ def _date(events: dict[str, Any], key: str) -> float:
 def _events(events: Any, catalog: Catalog) -> tuple[float, float, tuple[WantedEvent, ...]]:
     if not isinstance(events, dict):
         raise BadRequest("events must be an object")
-    start = _date(events, "start_date")
-    end = _date(events, "end_date")
+    start = epoch_seconds(events, "start_date")
+    end = epoch_seconds(events, "end_date")
     if end <= start:
         raise BadRequest("end_date must be greater than start_date")
     wanted = events.get("wanted")
