@@ -66,12 +66,13 @@ from insider_source.simulator.output import (
     wire_type,
 )
 from insider_source.simulator.validation import (
-    OPERATORS,
     BadRequest,
     EventFilter,
     ExportRequest,
     WantedEvent,
     epoch_seconds,
+    filter_shape,
+    positive_int,
 )
 
 V1_FORMATS = ("csv", "parquet", "json")
@@ -129,10 +130,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
 def _http_url(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(("http://", "https://")) and len(
         value.split("://", 1)[1]) > 0
@@ -150,7 +147,7 @@ def parse_v1_request(raw: bytes, catalog: Catalog = CATALOG) -> V1Request:
     segment = body.get("segment")
     if segment is None:
         raise BadRequest("segment is required")
-    if not isinstance(segment, dict) or not _positive_int(segment.get("segment_id")):
+    if not isinstance(segment, dict) or not positive_int(segment.get("segment_id")):
         raise BadRequest("segment_id must be a positive integer")
 
     attributes, events = body.get("attributes"), body.get("events")
@@ -254,38 +251,14 @@ def _events(events: Any) -> tuple[float, float, list[_Entry]]:
 
 
 def _filter(filters: Any) -> dict[str, Any] | None:
-    if filters is None:
-        return None
-    if not isinstance(filters, list):
-        raise BadRequest("filters must be a list")
-    if len(filters) > 1:
-        raise BadRequest("at most one filter per event")
-    if not filters:
-        return None
-    f = filters[0]
-    if not isinstance(f, dict):
-        raise BadRequest("each filter must be an object")
-    key = f.get("key")
-    if key is None or key == "":
+    return filter_shape(filters, _filter_key, _http_url)
+
+
+def _filter_key(key: Any) -> None:
+    if key == "":
         raise BadRequest("filter key is required")
     if not isinstance(key, str):
         raise BadRequest("filter key must be a string")
-    operator = f.get("operator")
-    if operator is None:
-        raise BadRequest("filter operator is required")
-    if operator not in OPERATORS:
-        shown = operator if isinstance(operator, str) else json.dumps(operator)
-        raise BadRequest(f"invalid filter operator {shown}")
-    has_values, has_url = f.get("values") is not None, f.get("values_url") is not None
-    if has_values and has_url:
-        raise BadRequest("provide either values or values_url, not both")
-    if not has_values and not has_url:
-        raise BadRequest("values or values_url is required")
-    if has_url and not _http_url(f["values_url"]):
-        raise BadRequest("invalid values_url")
-    if has_values and (not isinstance(f["values"], list) or not f["values"]):
-        raise BadRequest("values must be a non-empty list")
-    return f
 
 
 def _coerce(value: Any, typ: pa.DataType) -> Any:

@@ -9,6 +9,7 @@ attribute selectors, the events object (dates, wanted entries, params, filters),
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -75,7 +76,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _positive_int(value: Any) -> bool:
+def positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
@@ -160,12 +161,12 @@ def parse_request(raw: bytes, catalog: Catalog = CATALOG) -> ExportRequest:
 
 
 def _segment(segment: Any) -> tuple[int, int | None]:
-    if not isinstance(segment, dict) or not _positive_int(segment.get("segment_id")):
+    if not isinstance(segment, dict) or not positive_int(segment.get("segment_id")):
         raise BadRequest("segment_id must be a positive integer")
     postfilter = segment.get("postfilter")
     if postfilter is None:
         return segment["segment_id"], None
-    if not isinstance(postfilter, dict) or not _positive_int(postfilter.get("postfilter_id")):
+    if not isinstance(postfilter, dict) or not positive_int(postfilter.get("postfilter_id")):
         raise BadRequest("postfilter_id must be a positive integer")
     return segment["segment_id"], postfilter["postfilter_id"]
 
@@ -253,7 +254,11 @@ def _check_param(catalog: Catalog, event: str, param: Any) -> None:
         raise BadRequest(f"unknown event parameter {param}")
 
 
-def _filter(filters: Any, event: str, catalog: Catalog) -> EventFilter | None:
+def filter_shape(filters: Any, check_key: Callable[[Any], None],
+                 url_ok: Callable[[Any], bool]) -> dict[str, Any] | None:
+    """The one filter of a wanted event, checked for the rules v1 and v2 share: a list of at
+    most one object, a key (``check_key`` raises BadRequest for a bad one), one of the six
+    operators, ``values`` (non-empty) xor ``values_url`` (``url_ok``)."""
     if filters is None:
         return None
     if not isinstance(filters, list):
@@ -268,7 +273,7 @@ def _filter(filters: Any, event: str, catalog: Catalog) -> EventFilter | None:
     key = f.get("key")
     if key is None:
         raise BadRequest("filter key is required")
-    _check_param(catalog, event, key)
+    check_key(key)
     operator = f.get("operator")
     if operator is None:
         raise BadRequest("filter operator is required")
@@ -280,12 +285,21 @@ def _filter(filters: Any, event: str, catalog: Catalog) -> EventFilter | None:
     if not has_values and not has_url:
         raise BadRequest("values or values_url is required")
     if has_url:
-        if not _valid_url(f["values_url"]):
+        if not url_ok(f["values_url"]):
             raise BadRequest("invalid values_url")
+    elif not isinstance(f["values"], list) or not f["values"]:
+        raise BadRequest("values must be a non-empty list")
+    return f
+
+
+def _filter(filters: Any, event: str, catalog: Catalog) -> EventFilter | None:
+    f = filter_shape(filters, lambda key: _check_param(catalog, event, key), _valid_url)
+    if f is None:
+        return None
+    key, operator = f["key"], f["operator"]
+    if f.get("values_url") is not None:
         return EventFilter(key, operator, None, f["values_url"])
     values = f["values"]
-    if not isinstance(values, list) or not values:
-        raise BadRequest("values must be a non-empty list")
     typ = catalog.param_type(event, key)
     for v in values:
         if not _fits(v, typ):
