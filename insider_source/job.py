@@ -62,7 +62,7 @@ from insider_source.exceptions import (
 )
 from insider_source.expect import check_columns, expectation
 from insider_source.files import ConvertedFile, Converter, SourceFile
-from insider_source.lifecycle import ExportLifecycle, ExportRecord, utcnow
+from insider_source.lifecycle import ExportLifecycle, ExportRecord, poll_intervals, utcnow
 from insider_source.lock import run_lock
 from insider_source.progress import Progress, human_bytes
 from insider_source.runtime import use_system_allocator
@@ -491,9 +491,9 @@ class _Run:
                               "and the [insider_inbox] dir until it is loaded.")
         cfg = self.cfg
         started = time.monotonic()
-        interval = cfg.poll_interval_seconds
-        cap = max(interval, min(s.MAX_POLL_INTERVAL_SECONDS, interval * 10))
+        intervals = poll_intervals(cfg.poll_interval_seconds)
         while True:
+            interval = next(intervals)
             d = self.inbox.find_v1(record.export_id)
             if d is not None:
                 return d
@@ -516,8 +516,7 @@ class _Run:
             self.progress.say(f"v1 export {record.export_id}: no delivery yet, waited "
                               f"{waited:.0f}s, next look in {interval:.0f}s")
             checkpoint("while_polling")
-            time.sleep(interval)
-            interval = min(interval * 2, cap)
+            self.lifecycle.sleep(interval)
 
     def fetch_v1(self, record: ExportRecord, workdir: Path
                  ) -> tuple[list[SourceFile], dict[str, Any], str, Delivery]:

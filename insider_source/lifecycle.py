@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +43,16 @@ from insider_source.files import SourceFile
 from insider_source.progress import Progress, human_bytes
 from insider_source.typing import TExportStatusBody
 from insider_source.window import Window, parse_utc
+
+
+def poll_intervals(first: float) -> Iterator[float]:
+    """Seconds between looks at a pending export: ``first``, doubling, capped at ten times
+    ``first`` or ``MAX_POLL_INTERVAL_SECONDS`` (whichever is smaller, never below ``first``)."""
+    cap = max(first, min(s.MAX_POLL_INTERVAL_SECONDS, first * 10))
+    interval = first
+    while True:
+        yield interval
+        interval = min(interval * 2, cap)
 
 
 def utcnow() -> dt.datetime:
@@ -145,9 +155,9 @@ class ExportLifecycle:
         """Poll until the export completes; return the completed status body (the manifest).
         A manifest delivered to the webhook inbox answers without polling."""
         started = time.monotonic()
-        interval = poll_interval
-        cap = max(poll_interval, min(s.MAX_POLL_INTERVAL_SECONDS, poll_interval * 10))
+        intervals = poll_intervals(poll_interval)
         while True:
+            interval = next(intervals)
             body = self._delivered(record)
             if body is None:
                 body = self.client.status(record.export_id)
@@ -169,7 +179,6 @@ class ExportLifecycle:
                               f"next check in {interval:.0f}s")
             checkpoint("while_polling")
             self.sleep(interval)
-            interval = min(interval * 2, cap)
 
     def _delivered(self, record: ExportRecord) -> TExportStatusBody | None:
         if self.delivered is None:
