@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from insider_source.exceptions import StillWaitingForDelivery
-from insider_source.inbox import Inbox, InboxConfig, UrlPolicy, make_app
+from insider_source.inbox import Inbox, InboxConfig, UrlPolicy, make_server
 from tests.conftest import PARTNER, TOKEN, query, run_cli, run_inprocess
 
 pytestmark = pytest.mark.e2e
@@ -44,11 +44,9 @@ class Service:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
-    from waitress import create_server
-
     directory = tmp_path / "inbox"
-    app = make_app(InboxConfig(directory=directory, secret=SECRET, url_policy=LOCAL))
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    server = make_server(InboxConfig(directory=directory, secret=SECRET, url_policy=LOCAL),
+                         host="127.0.0.1", port=0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
